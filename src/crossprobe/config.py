@@ -1,0 +1,295 @@
+"""The run configuration: schema validation, defaults and typed specs for models and datasets.
+
+Everything here runs when the workflow is planned, before any job starts, so that a typo or an
+impossible setting stops the run with one message naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from crossprobe.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+DEFAULT_TEMPLATE = "{statement} True or false? Answer:"
+DEFAULT_ANSWERS = (" True", " False")
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+RESULTS = "results"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the run."""
+
+    name: str
+    """Safe name used in file paths and wildcards."""
+    path: str | None
+    """Hub id or local directory; None for zoo models."""
+    zoo: Mapping[str, Any] | None
+    """Zoo training options; None for loaded models."""
+    revision: str | None = None
+    """Hub revision pinned for reproducibility."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Compute dtype."""
+    batch_size: int = 64
+    """Prompts per forward pass."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own code."""
+    allow_pickle: bool = False
+    """Allow non-safetensors weights."""
+    layers: tuple[int | float, ...] = ()
+    """Layers as relative depths (float) or block indices (int)."""
+
+    @property
+    def is_zoo(self) -> bool:
+        return self.zoo is not None
+
+    @property
+    def source(self) -> str:
+        """Where `from_pretrained` loads the model from."""
+        return f"{RESULTS}/zoo/{self.name}" if self.is_zoo else str(self.path)
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `crossprobe.models.load_model`."""
+        return {
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "trust_remote_code": self.trust_remote_code,
+            "allow_pickle": self.allow_pickle,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One statement dataset of the run."""
+
+    name: str
+    """Safe name used in file paths and wildcards."""
+    builtin: str | None
+    """Built-in family, or None for a file."""
+    path: str | None
+    """CSV, JSONL or Parquet file, or None for a built-in family."""
+    template: str
+    """Prompt template with `{statement}`."""
+    answers: tuple[str, str]
+    """(positive, negative) next-token answers."""
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """How probes are carried across models and scored."""
+
+    map: Literal["ridge", "procrustes"] = "ridge"
+    scope: Literal["layer", "from_layer"] = "layer"
+    min_prompts: int = 200
+    allow_unscored: bool = False
+    null_directions: int = 32
+    bootstrap: int = 1000
+    ci: float = 0.95
+    min_sources: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated configuration of one run."""
+
+    models: dict[str, ModelSpec]
+    datasets: dict[str, DatasetSpec]
+    layers: tuple[int | float, ...]
+    position: Literal["last", "mean"]
+    probes: tuple[str, ...]
+    logreg_c: float
+    splits: dict[str, float]
+    transfer: TransferOptions = field(default_factory=TransferOptions)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Ordered (source, target) pairs of distinct models."""
+        return [(s, t) for s in self.models for t in self.models if s != t]
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _key_path(parts: Any) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Human-readable schema violations, each naming the key path."""
+    from jsonschema import Draft202012Validator
+
+    messages = []
+    validator = Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
+        where = _key_path(err.path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            messages.append(f"{where}: {err.message}. Allowed keys here: {', '.join(allowed)}.")
+        elif err.validator == "propertyNames" or (
+            err.validator == "pattern" and err.path == err.relative_path and not err.path
+        ):
+            messages.append(
+                f"{where}: name {err.instance!r} is not allowed: use letters, digits, '.', '_' "
+                "and '-' only, starting with a letter or digit."
+            )
+        elif err.validator == "oneOf" and len(err.path) == 2 and err.path[0] == "models":
+            messages.append(
+                f"{where}: give exactly one of `path` (hub id or directory) or `zoo` (train locally)."
+            )
+        elif err.validator == "oneOf" and len(err.path) == 2 and err.path[0] == "datasets":
+            messages.append(
+                f"{where}: give exactly one of `builtin` (a family) or `path` (a file)."
+            )
+        else:
+            messages.append(f"{where}: {err.message}")
+    return messages
+
+
+def _with_defaults(section: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(section)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = sub["default"]
+    return out
+
+
+def validate_config(
+    config: Mapping[str, Any], schema: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """Validate a raw config mapping against the schema and build the typed `RunConfig`.
+
+    Raises `ConfigError` with every problem found, one per line.
+    """
+    schema = load_schema() if schema is None else schema
+    errors = schema_errors(config, schema)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    top = _with_defaults(config, schema)
+    props = schema["properties"]
+    model_schema = props["models"]["additionalProperties"]
+    dataset_schema = props["datasets"]["additionalProperties"]
+    layers = tuple(top["layers"])
+    models = {
+        name: _model_spec(name, _with_defaults(entry, model_schema), layers)
+        for name, entry in top["models"].items()
+    }
+    datasets = {
+        name: _dataset_spec(name, _with_defaults(entry, dataset_schema))
+        for name, entry in top["datasets"].items()
+    }
+    splits = _with_defaults(top["splits"], props["splits"])
+    if abs(sum(splits.values()) - 1.0) > 1e-9:
+        raise ConfigError(
+            f"splits: fractions {splits} sum to {sum(splits.values()):g}; make them sum to 1."
+        )
+    transfer = TransferOptions(**_with_defaults(top["transfer"], props["transfer"]))
+    run = RunConfig(
+        models=models,
+        datasets=datasets,
+        layers=layers,
+        position=top["position"],
+        probes=tuple(top["probes"]),
+        logreg_c=float(top["logreg_c"]),
+        splits={k: float(splits[k]) for k in ("train", "align", "test")},
+        transfer=transfer,
+    )
+    return run
+
+
+def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, ...]) -> ModelSpec:
+    own_layers = tuple(entry.get("layers") or layers)
+    if len(own_layers) != len(layers):
+        raise ConfigError(
+            f"models.{name}.layers has {len(own_layers)} entries but the top-level `layers` has "
+            f"{len(layers)}: layers are paired across models by position, so give the same number."
+        )
+    path = entry.get("path")
+    if path is not None:
+        _check_model_path(name, path)
+    zoo = entry.get("zoo")
+    if zoo is not None:
+        from crossprobe.zoo import ZooSpec
+
+        try:
+            ZooSpec.from_dict(zoo)
+        except ConfigError as e:
+            raise ConfigError(f"models.{name}.zoo: {e}") from None
+    return ModelSpec(
+        name=name,
+        path=path,
+        zoo=zoo,
+        revision=entry["revision"],
+        dtype=entry["dtype"],
+        batch_size=entry["batch_size"],
+        trust_remote_code=entry["trust_remote_code"],
+        allow_pickle=entry["allow_pickle"],
+        layers=own_layers,
+    )
+
+
+def _check_model_path(name: str, path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        missing = [f for f in ("config.json",) if not (p / f).exists()]
+        has_tokenizer = any(
+            (p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        )
+        if missing or not has_tokenizer:
+            what = ", ".join(missing + ([] if has_tokenizer else ["tokenizer files"]))
+            raise ConfigError(
+                f"models.{name}.path: directory {path!r} lacks {what}; save the model and its "
+                "tokenizer there with save_pretrained, or point `path` at a hub id."
+            )
+        return
+    if path.startswith((".", "/", "~")) or not HUB_ID_RE.match(path):
+        raise ConfigError(
+            f"models.{name}.path: {path!r} is neither an existing directory nor a hub id of the "
+            "form `org/name`; fix the path or the id."
+        )
+
+
+def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
+    from crossprobe.datasets import FAMILIES
+
+    builtin = entry.get("builtin")
+    template, answers = DEFAULT_TEMPLATE, DEFAULT_ANSWERS
+    if builtin is not None:
+        if builtin not in FAMILIES:
+            raise ConfigError(
+                f"datasets.{name}.builtin: unknown family {builtin!r}; "
+                f"choose one of {', '.join(sorted(FAMILIES))}."
+            )
+        template, answers = FAMILIES[builtin].template, FAMILIES[builtin].answers
+    else:
+        p = Path(entry["path"])
+        if not p.is_file():
+            raise ConfigError(
+                f"datasets.{name}.path: file {str(p)!r} does not exist; fix the path "
+                "(relative to the directory you run snakemake in)."
+            )
+    template = entry["template"] or template
+    if "{statement}" not in template:
+        raise ConfigError(
+            f"datasets.{name}.template: {template!r} has no `{{statement}}` placeholder; add it."
+        )
+    answers = tuple(entry["answers"] or answers)
+    if answers[0] == answers[1]:
+        raise ConfigError(f"datasets.{name}.answers: the two answers must differ.")
+    return DatasetSpec(
+        name=name,
+        builtin=builtin,
+        path=entry.get("path"),
+        template=template,
+        answers=(answers[0], answers[1]),
+    )

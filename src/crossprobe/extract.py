@@ -1,0 +1,192 @@
+"""Residual-stream activations at chosen decoder blocks, batched, in prompt order."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+from crossprobe.errors import ConfigError
+from crossprobe.models import (
+    block_output_tensor,
+    decoder_blocks,
+    forward_hooks,
+    hidden_size,
+    last_token_index,
+    num_layers,
+)
+
+Position = Literal["last", "mean"]
+
+
+class StopForward(Exception):
+    """Raised from a hook on the deepest needed block so that later blocks never run."""
+
+
+def model_device(model: PreTrainedModel) -> torch.device:
+    """Where the model's inputs go (the embedding's device, also under a device map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def encode_batch(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: torch.device | str
+) -> BatchEncoding:
+    """Tokenise ``prompts`` with right padding and an attention mask, on ``device``.
+
+    The padding side is set here on every call: a tokenizer shared with another tool may have
+    been switched to left padding.
+    """
+    tokenizer.padding_side = "right"
+    enc = tokenizer(list(prompts), padding=True, return_tensors="pt")
+    return enc.to(device)
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is an accelerator out-of-memory error."""
+    oom_types: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,)
+    if hasattr(torch, "OutOfMemoryError"):
+        oom_types += (torch.OutOfMemoryError,)
+    if isinstance(err, oom_types):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _forward(model: PreTrainedModel, enc: BatchEncoding) -> Any:
+    """One forward pass (module level so that tests can inject failures)."""
+    # Right padding: every real token sits at positions 0..len-1, so the default position ids
+    # (0, 1, 2, ...) are already correct for it, and causal attention keeps the pads that follow
+    # it out of its context. Mask-derived position ids are only needed with left padding.
+    return model(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        use_cache=False,
+    )
+
+
+def _check_layers(layers: Sequence[int], n: int) -> list[int]:
+    out = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise ConfigError(f"layer {layer!r} must be an int block index (see resolve_layers)")
+        if not -n <= int(layer) < n:
+            raise ConfigError(f"layer {layer} is out of range for a model with {n} blocks")
+        out.append(int(layer) % n)
+    if not out:
+        raise ConfigError("no layers requested: give at least one block index")
+    return out
+
+
+def _run_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    layers: list[int],
+    position: Position,
+) -> Float[np.ndarray, "row layer d_model"]:
+    enc = encode_batch(tokenizer, prompts, model_device(model))
+    mask = enc["attention_mask"]
+    last = last_token_index(mask)
+    blocks = decoder_blocks(model)
+    deepest = max(layers)
+    captured: dict[int, torch.Tensor] = {}
+
+    def make_hook(layer: int):
+        def hook(_module: torch.nn.Module, _args: Any, output: Any) -> None:
+            h = block_output_tensor(output)
+            m = mask.to(h.device)
+            if position == "last":
+                rows = torch.arange(h.shape[0], device=h.device)
+                v = h[rows, last.to(h.device)].float()
+            else:
+                w = m.to(torch.float32).unsqueeze(-1)
+                v = (h.float() * w).sum(1) / w.sum(1)
+            captured[layer] = v.cpu()
+            if layer == deepest:
+                raise StopForward
+
+        return hook
+
+    with forward_hooks((blocks[layer], make_hook(layer)) for layer in sorted(set(layers))):
+        try:
+            _forward(model, enc)
+        except StopForward:
+            pass
+    missing = sorted(set(layers) - captured.keys())
+    if missing:
+        raise RuntimeError(f"blocks {missing} did not run during the forward pass")
+    return torch.stack([captured[layer] for layer in layers], dim=1).numpy()
+
+
+def extract_activations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    layers: Sequence[int],
+    *,
+    position: Position = "last",
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "",
+) -> Float[np.ndarray, "row layer d_model"]:
+    """Block outputs (``hidden_states[ℓ + 1]``) at the given blocks, float32, rows in input order.
+
+    ``position`` ``last`` takes the last prompt token (from the attention mask), ``mean`` the
+    mean over prompt tokens. Prompts are sorted by token length (longest first) so that batches
+    carry little padding; on an out-of-memory error the batch is halved and the same rows retried.
+    """
+    if position not in ("last", "mean"):
+        raise ConfigError(f"position must be 'last' or 'mean', got {position!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    layer_ids = _check_layers(layers, num_layers(model.config))
+    d_model = hidden_size(model.config)
+    prompts = list(prompts)
+    n = len(prompts)
+    out = np.empty((n, len(layer_ids), d_model), dtype=np.float32)
+    if n == 0:
+        return out
+
+    tokenizer.padding_side = "right"
+    lengths = np.array([len(ids) for ids in tokenizer(prompts)["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")
+
+    bs = batch_size
+    done = 0
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=n, disable=not progress, desc=desc or None, file=sys.stderr, unit="prompt"
+        ) as bar,
+    ):
+        while done < n:
+            idx = order[done : done + bs]
+            try:
+                acts = _run_batch(model, tokenizer, [prompts[i] for i in idx], layer_ids, position)
+            except Exception as e:
+                if not is_oom(e) or bs == 1:
+                    raise
+                bs = max(1, bs // 2)
+                _free_memory()
+                continue
+            if acts.shape != (len(idx), len(layer_ids), d_model):
+                raise ValueError(
+                    f"batch activations have shape {acts.shape}, expected "
+                    f"{(len(idx), len(layer_ids), d_model)}"
+                )
+            out[idx] = acts
+            done += len(idx)
+            bar.update(len(idx))
+    return out
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

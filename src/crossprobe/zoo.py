@@ -1,0 +1,615 @@
+"""A zoo of tiny causal LMs trained here on the built-in statement families.
+
+Each zoo model is trained from scratch on the non-``test`` rows of the built-in families, then
+saved with ``save_pretrained`` (model and tokenizer) so that from then on it loads like any hub
+model. This gives a workflow that shows real results on a laptop with no GPU and no network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from transformers import (
+    GPT2Config,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+)
+
+from crossprobe.errors import ConfigError
+from crossprobe.io import atomic_path
+
+Arch = Literal["llama", "gpt2", "qwen3"]
+TokenizerKind = Literal["word", "bpe"]
+
+ARCHS: tuple[str, ...] = get_args(Arch)
+TOKENIZER_KINDS: tuple[str, ...] = get_args(TokenizerKind)
+
+#: Every answer a built-in family can use; each must be one token in every zoo tokenizer.
+ANSWERS: tuple[str, ...] = (" True", " False", " Yes", " No")
+#: Weight of ordinary next-token loss over the prompt, beside the answer loss (weight 1).
+PROMPT_LOSS_WEIGHT = 0.2
+#: Fraction of the steps spent on linear learning-rate warmup; cosine decay follows.
+WARMUP_FRACTION = 0.05
+#: The learning rate decays to this fraction of ``lr`` at the last step.
+FINAL_LR_FRACTION = 0.1
+WEIGHT_DECAY = 0.01
+MIN_POSITIONS = 128
+BPE_VOCAB_SIZE = 512
+EVAL_BATCH_SIZE = 256
+ZOO_JSON = "zoo.json"
+
+_WORD_SPECIALS = ("<pad>", "<unk>", "<|endoftext|>")
+_BPE_EOS = "<|endoftext|>"
+_PAD = "<pad>"
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """One zoo model: architecture, tokenizer, size and training recipe."""
+
+    arch: Arch
+    """Decoder family: ``llama`` (rotary, RMSNorm, SwiGLU), ``gpt2`` (learned absolute
+    positions, LayerNorm, GELU) or ``qwen3`` (rotary with query/key norms)."""
+    tokenizer: TokenizerKind
+    """``word``: word-level vocabulary with a whitespace/punctuation pre-tokenizer;
+    ``bpe``: byte-level BPE trained on the corpus."""
+    n_layers: int = 3
+    """Number of decoder blocks."""
+    d_model: int = 64
+    """Residual stream width; the MLP is ``4 * d_model`` wide."""
+    n_heads: int = 4
+    """Attention heads; must divide ``d_model`` (into an even head width for rotary models)."""
+    steps: int = 1500
+    """Optimizer steps: a fixed count, so a run does the same work on any machine."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (linear warmup, then cosine decay)."""
+    batch_size: int = 64
+    """Sequences (prompt + answer) per step."""
+    init_range: float = 0.1
+    """``initializer_range`` of the config; 0.02 stays at chance for thousands of steps."""
+    seed: int = 0
+    """Seeds the weight init and the data order."""
+    families: tuple[str, ...] = ()
+    """Built-in statement families to train on; empty means all of them."""
+    trained: bool = True
+    """False: save the random-init model of the same size (same init) as a control."""
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"zoo: arch {self.arch!r} is unknown; use one of {list(ARCHS)}")
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ConfigError(
+                f"zoo: tokenizer {self.tokenizer!r} is unknown; use one of {list(TOKENIZER_KINDS)}"
+            )
+        for name in ("n_layers", "d_model", "n_heads", "steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"zoo: {name} must be a positive integer, got {value!r}")
+        for name in ("lr", "init_range"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ConfigError(f"zoo: {name} must be a positive number, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"zoo: seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.trained, bool):
+            raise ConfigError(f"zoo: trained must be true or false, got {self.trained!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"zoo: n_heads={self.n_heads} does not divide d_model={self.d_model}; "
+                "choose n_heads that divides d_model"
+            )
+        if self.arch != "gpt2" and (self.d_model // self.n_heads) % 2:
+            raise ConfigError(
+                f"zoo: n_heads={self.n_heads} gives an odd head width "
+                f"{self.d_model // self.n_heads} for rotary arch {self.arch!r}; "
+                "choose n_heads so that d_model / n_heads is even"
+            )
+        families = self.families
+        if isinstance(families, str) or not isinstance(families, Iterable):
+            raise ConfigError(f"zoo: families must be a list of family names, got {families!r}")
+        families = tuple(families)
+        known = _builtin_families()
+        for fam in families:
+            if fam not in known:
+                raise ConfigError(
+                    f"zoo: families names unknown family {fam!r}; use some of {sorted(known)} "
+                    "(or leave families empty for all of them)"
+                )
+        if len(set(families)) != len(families):
+            raise ConfigError(f"zoo: families lists a family twice: {list(families)}")
+        object.__setattr__(self, "families", families)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ZooSpec:
+        """A spec from one entry of the config's ``zoo:`` mapping; unknown keys are an error."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"zoo: each model entry must be a mapping of settings, got {d!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ConfigError(f"zoo: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+        for required in ("arch", "tokenizer"):
+            if required not in d:
+                raise ConfigError(f"zoo: key {required!r} is required (one of a model's settings)")
+        kw = dict(d)
+        for name in ("lr", "init_range"):
+            # YAML 1.1 reads ``3e-3`` (no dot) as a string; accept numeric strings.
+            if isinstance(kw.get(name), str):
+                try:
+                    kw[name] = float(kw[name])
+                except ValueError as e:
+                    raise ConfigError(f"zoo: {name} must be a number, got {d[name]!r}") from e
+        if "families" in kw and kw["families"] is None:
+            kw["families"] = ()
+        return cls(**kw)
+
+    def resolved_families(self) -> tuple[str, ...]:
+        """The families trained on: ``families``, or every built-in family when it is empty."""
+        return self.families or tuple(_builtin_families())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["families"] = list(self.families)
+        return d
+
+
+def _builtin_families() -> Mapping[str, Any]:
+    from crossprobe.datasets import FAMILIES
+
+    return FAMILIES
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+
+
+@dataclass(frozen=True)
+class ZooExample:
+    """One prompt of a family with the answer token it should be followed by."""
+
+    family: str
+    prompt: str
+    answer: str
+    label: int
+
+
+def _examples(families: Sequence[str], *, test: bool) -> list[ZooExample]:
+    """The ``test`` rows (``test=True``) or every other row of ``families``, in a fixed order."""
+    from crossprobe.datasets import FAMILIES, format_prompt, generate_builtin, with_splits
+
+    out: list[ZooExample] = []
+    for name in families:
+        if name not in FAMILIES:
+            raise ConfigError(f"zoo: unknown family {name!r}; use some of {sorted(FAMILIES)}")
+        fam = FAMILIES[name]
+        df = with_splits(generate_builtin(name))
+        keep = (df["split"] == "test") if test else (df["split"] != "test")
+        df = df[keep].sort_values("row", kind="stable")
+        for statement, label in zip(df["statement"], df["label"], strict=True):
+            label = int(label)
+            answer = fam.answers[0] if label == 1 else fam.answers[1]
+            out.append(ZooExample(name, format_prompt(fam.template, statement), answer, label))
+    return out
+
+
+def build_corpus(families: Iterable[str]) -> list[tuple[str, str, str]]:
+    """``(family, prompt, answer)`` over every non-``test`` row of ``families``, deterministic."""
+    return [(e.family, e.prompt, e.answer) for e in _examples(tuple(families), test=False)]
+
+
+def family_answers(families: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each family's ``(positive, negative)`` answer strings."""
+    known = _builtin_families()
+    return {f: tuple(known[f].answers) for f in families}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+def build_tokenizer(kind: TokenizerKind, texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level or byte-level BPE tokenizer fit to ``texts``; every answer is one token.
+
+    ``word``: ``WordLevel`` with a ``Whitespace`` pre-tokenizer (punctuation is its own token),
+    ``<unk>``, ``<pad>`` and ``<|endoftext|>`` (bos/eos). ``bpe``: byte-level BPE
+    (``add_prefix_space=False``) with ``<|endoftext|>`` (bos/eos/unk) and ``<pad>``.
+    Neither adds special tokens when encoding, so a prompt encodes to its own tokens only.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = list(texts)
+    if kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+        trainer = trainers.WordLevelTrainer(special_tokens=list(_WORD_SPECIALS), min_frequency=1)
+        tok.train_from_iterator([*texts, *ANSWERS], trainer=trainer)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            pad_token=_PAD,
+            eos_token=_BPE_EOS,
+            bos_token=_BPE_EOS,
+            unk_token="<unk>",
+        )
+    elif kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=BPE_VOCAB_SIZE,
+            special_tokens=[_BPE_EOS, _PAD],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            pad_token=_PAD,
+            eos_token=_BPE_EOS,
+            bos_token=_BPE_EOS,
+            unk_token=_BPE_EOS,
+        )
+    else:
+        raise ConfigError(f"zoo: tokenizer {kind!r} is unknown; use one of {list(TOKENIZER_KINDS)}")
+    fast.padding_side = "right"
+    check_answers(fast, ANSWERS, kind=kind)
+    return fast
+
+
+def check_answers(tokenizer: Any, answers: Iterable[str], *, kind: str = "") -> None:
+    """Raise ``ConfigError`` unless each answer encodes to exactly one (known) token."""
+    for answer in answers:
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or ids[0] in tokenizer.all_special_ids:
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            raise ConfigError(
+                f"zoo: the {kind or 'zoo'} tokenizer encodes answer {answer!r} as {pieces}, "
+                "not as exactly one token; a BPE vocabulary must be large enough to merge it"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def build_model(spec: ZooSpec, vocab_size: int, tokenizer: Any) -> PreTrainedModel:
+    """A random-init causal LM of ``spec``'s architecture and size (float32, eager attention).
+
+    The weights come from torch's global generator: seed it first (see :func:`init_model`).
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = model_config(spec, vocab_size, tokenizer)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    return model.to(torch.float32)
+
+
+def model_config(spec: ZooSpec, vocab_size: int, tokenizer: Any) -> PretrainedConfig:
+    """The transformers config of a zoo model (no dropout, untied input/output embeddings)."""
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    d, inter = spec.d_model, 4 * spec.d_model
+    if spec.arch == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=MIN_POSITIONS,
+            n_embd=d,
+            n_layer=spec.n_layers,
+            n_head=spec.n_heads,
+            n_inner=inter,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            initializer_range=spec.init_range,
+            tie_word_embeddings=False,
+            **ids,
+        )
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": d,
+        "intermediate_size": inter,
+        "num_hidden_layers": spec.n_layers,
+        "num_attention_heads": spec.n_heads,
+        "num_key_value_heads": spec.n_heads,
+        "head_dim": d // spec.n_heads,
+        "max_position_embeddings": MIN_POSITIONS,
+        "initializer_range": spec.init_range,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": False,
+        **ids,
+    }
+    if spec.arch == "llama":
+        return LlamaConfig(**common)
+    return Qwen3Config(**common)
+
+
+def init_model(spec: ZooSpec, tokenizer: Any) -> PreTrainedModel:
+    """The random-init model of ``spec`` (seeded by ``spec.seed``); training starts from it."""
+    with _seeded(spec.seed):
+        return build_model(spec, len(tokenizer), tokenizer)
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside, and restore the caller's generator afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoded data
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Prompt + answer sequences, right-padded, with each prompt's length."""
+
+    input_ids: Int[torch.Tensor, "row pos"]
+    prompt_len: Int[torch.Tensor, " row"]
+    answer_id: Int[torch.Tensor, " row"]
+    negative_id: Int[torch.Tensor, " row"]
+    family: tuple[str, ...]
+
+
+def encode_examples(tokenizer: Any, examples: Sequence[ZooExample]) -> Encoded:
+    """Encode each prompt as the tokenizer does by default, then append its answer token."""
+    answers = family_answers(sorted({e.family for e in examples}))
+    ans_id = {a: _single_id(tokenizer, a) for pair in answers.values() for a in pair}
+    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
+    lengths = [len(p) for p in prompts]
+    longest = max(lengths) + 1
+    if longest > MIN_POSITIONS:
+        raise ConfigError(
+            f"zoo: a prompt takes {longest - 1} tokens, more than the {MIN_POSITIONS} positions "
+            "of a zoo model; shorten the family's statements"
+        )
+    ids = torch.full((len(examples), longest), tokenizer.pad_token_id, dtype=torch.long)
+    for i, (p, e) in enumerate(zip(prompts, examples, strict=True)):
+        ids[i, : len(p)] = torch.tensor(p)
+        ids[i, len(p)] = ans_id[e.answer]
+    pos, neg = zip(*(answers[e.family] for e in examples), strict=True)
+    negatives = [ans_id[n if e.answer == p else p] for e, p, n in zip(examples, pos, neg, strict=True)]
+    return Encoded(
+        input_ids=ids,
+        prompt_len=torch.tensor(lengths),
+        answer_id=ids[torch.arange(len(examples)), torch.tensor(lengths)],
+        negative_id=torch.tensor(negatives),
+        family=tuple(e.family for e in examples),
+    )
+
+
+def _single_id(tokenizer: Any, answer: str) -> int:
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ConfigError(f"zoo: answer {answer!r} is not a single token of the zoo tokenizer")
+    return int(ids[0])
+
+
+def _losses(
+    model: PreTrainedModel, ids: Int[torch.Tensor, "b pos"], plen: Int[torch.Tensor, " b"]
+) -> tuple[torch.Tensor, torch.Tensor, Float[torch.Tensor, "b vocab"]]:
+    """(answer loss, prompt next-token loss, logits at the last prompt position)."""
+    width = int(plen.max()) + 1
+    ids = ids[:, :width]
+    pos = torch.arange(width)
+    mask = (pos[None, :] <= plen[:, None]).long()
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    rows = torch.arange(len(ids))
+    last = logits[rows, plen - 1]
+    answer_loss = torch.nn.functional.cross_entropy(last, ids[rows, plen])
+    # Next-token loss inside the prompt: position t predicts token t+1 for t + 1 < prompt length.
+    inside = pos[None, : width - 1] < (plen[:, None] - 1)
+    prompt_logits = logits[:, : width - 1][inside]
+    prompt_targets = ids[:, 1:][inside]
+    if len(prompt_targets):
+        prompt_loss = torch.nn.functional.cross_entropy(prompt_logits, prompt_targets)
+    else:
+        prompt_loss = logits.new_zeros(())
+    return answer_loss, prompt_loss, last
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    warmup = max(1, round(WARMUP_FRACTION * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _batches(n_rows: int, batch_size: int, steps: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of each step: shuffled epochs from a seeded generator, fixed for a seed."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_rows)
+    at = 0
+    for _ in range(steps):
+        if at + batch_size > n_rows:
+            order, at = rng.permutation(n_rows), 0
+        yield order[at : at + batch_size]
+        at += batch_size
+
+
+def train_model(
+    model: PreTrainedModel,
+    data: Encoded,
+    spec: ZooSpec,
+    *,
+    log: Callable[[str], None] = print,
+) -> float:
+    """Train ``model`` in place for ``spec.steps`` AdamW steps; returns the last step's loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=WEIGHT_DECAY)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, spec.steps))
+    batch_size = min(spec.batch_size, len(data.input_ids))
+    model.train()
+    loss_value = float("nan")
+    every = max(1, spec.steps // 10)
+    for step, rows in enumerate(_batches(len(data.input_ids), batch_size, spec.steps, spec.seed)):
+        idx = torch.from_numpy(rows)
+        answer_loss, prompt_loss, _ = _losses(model, data.input_ids[idx], data.prompt_len[idx])
+        loss = answer_loss + PROMPT_LOSS_WEIGHT * prompt_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_value = float(loss.detach())
+        if (step + 1) % every == 0 or step + 1 == spec.steps:
+            log(
+                f"zoo {spec.arch}/{spec.tokenizer} step {step + 1}/{spec.steps} "
+                f"loss {loss_value:.4f} (answer {float(answer_loss):.4f})"
+            )
+    model.eval()
+    return loss_value
+
+
+@torch.no_grad()
+def evaluate(model: PreTrainedModel, data: Encoded) -> dict[str, Any]:
+    """Held-out answer accuracy (positive vs negative answer logit) per family and overall."""
+    model.eval()
+    correct = torch.zeros(len(data.input_ids), dtype=torch.bool)
+    losses = torch.zeros(len(data.input_ids))
+    for start in range(0, len(data.input_ids), EVAL_BATCH_SIZE):
+        sl = slice(start, start + EVAL_BATCH_SIZE)
+        ids, plen = data.input_ids[sl], data.prompt_len[sl]
+        _, _, last = _losses(model, ids, plen)
+        rows = torch.arange(len(ids))
+        ans, neg = data.answer_id[sl], data.negative_id[sl]
+        correct[sl] = last[rows, ans] > last[rows, neg]
+        losses[sl] = torch.nn.functional.cross_entropy(last, ans, reduction="none")
+    fam = np.asarray(data.family)
+    per_family = {
+        f: float(correct[torch.from_numpy(fam == f)].float().mean()) for f in dict.fromkeys(fam)
+    }
+    return {
+        "test_accuracy": per_family,
+        "test_accuracy_overall": float(correct.float().mean()),
+        "test_accuracy_family_mean": float(np.mean(list(per_family.values()))),
+        "test_answer_loss": float(losses.mean()),
+        "test_rows": {f: int((fam == f).sum()) for f in per_family},
+    }
+
+
+def train_zoo_model(
+    spec: ZooSpec, out_dir: str | Path, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Train (or, with ``trained=False``, only initialise) one zoo model and save it.
+
+    Writes ``out_dir`` atomically: the model and tokenizer (``save_pretrained``, safetensors)
+    and ``zoo.json`` with the spec, the metrics and package versions. Returns the metrics:
+    held-out (``test`` split) answer accuracy per family and overall, final training loss,
+    steps, wall seconds and parameter count.
+    """
+    t0 = time.perf_counter()
+    families = spec.resolved_families()
+    train_ex = _examples(families, test=False)
+    test_ex = _examples(families, test=True)
+    tokenizer = build_tokenizer(spec.tokenizer, [e.prompt + e.answer for e in train_ex])
+    train_data = encode_examples(tokenizer, train_ex)
+    test_data = encode_examples(tokenizer, test_ex)
+    with _deterministic():
+        model = init_model(spec, tokenizer)
+        n_params = sum(p.numel() for p in model.parameters())
+        log(
+            f"zoo {spec.arch}/{spec.tokenizer}: {n_params} parameters, vocab {len(tokenizer)}, "
+            f"{len(train_ex)} training / {len(test_ex)} held-out prompts"
+        )
+        final_loss: float | None = None
+        if spec.trained:
+            with _seeded(spec.seed):
+                final_loss = train_model(model, train_data, spec, log=log)
+        model.eval()
+        scores = evaluate(model, test_data)
+    metrics: dict[str, Any] = {
+        **scores,
+        "final_loss": final_loss,
+        "steps": spec.steps if spec.trained else 0,
+        "wall_seconds": time.perf_counter() - t0,
+        "n_params": n_params,
+        "vocab_size": len(tokenizer),
+        "train_rows": len(train_ex),
+        "test_unk_fraction": _unk_fraction(tokenizer, test_data),
+    }
+    log(
+        f"zoo {spec.arch}/{spec.tokenizer}: held-out answer accuracy "
+        f"{metrics['test_accuracy_overall']:.3f} "
+        + " ".join(f"{f}={a:.3f}" for f, a in scores["test_accuracy"].items())
+        + f" in {metrics['wall_seconds']:.1f} s"
+    )
+    record = {
+        "spec": spec.to_dict(),
+        "families": {f: list(a) for f, a in family_answers(families).items()},
+        "metrics": metrics,
+        "versions": package_versions(),
+    }
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / ZOO_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def _unk_fraction(tokenizer: Any, data: Encoded) -> float:
+    unk = tokenizer.unk_token_id
+    if unk is None or unk == tokenizer.eos_token_id:
+        return 0.0
+    pos = torch.arange(data.input_ids.shape[1])
+    inside = pos[None, :] < data.prompt_len[:, None]
+    return float((data.input_ids[inside] == unk).float().mean())
+
+
+def package_versions() -> dict[str, str]:
+    import pandas
+    import tokenizers
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+    }
+
+
+def read_zoo_json(model_dir: str | Path) -> dict[str, Any]:
+    """The ``zoo.json`` record written beside a zoo model."""
+    return json.loads((Path(model_dir) / ZOO_JSON).read_text())

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from _tiny import tiny_config, tiny_model, tiny_tokenizer
+from crossprobe.errors import ConfigError
+from crossprobe.models import (
+    answer_token_ids,
+    block_output_tensor,
+    decoder_blocks,
+    forward_hooks,
+    hidden_size,
+    last_token_index,
+    load_config,
+    load_model,
+    load_tokenizer,
+    num_layers,
+    replace_block_output,
+    resolve_layers,
+)
+
+ARCHS = [
+    "LlamaConfig",
+    "Qwen2Config",
+    "Qwen3Config",
+    "MistralConfig",
+    "Gemma2Config",
+    "Gemma3TextConfig",
+    "GPT2Config",
+    "GPTNeoXConfig",
+    "Phi3Config",
+]
+
+
+# resolve_layers ------------------------------------------------------------------------------
+
+
+def test_resolve_layers_known_answers():
+    assert resolve_layers([0.5, 1.0, 0.0], 36) == [18, 35, 0]
+    # round half up: 0.5 * (4 - 1) = 1.5 -> 2
+    assert resolve_layers([0.5], 4) == [2]
+    assert resolve_layers([0.25], 36) == [9]  # 8.75 -> 9
+    assert resolve_layers([-1, -36, 3], 36) == [35, 0, 3]
+    # order kept, duplicates dropped
+    assert resolve_layers([5, 0.5, 18, -31], 36) == [5, 18]
+
+
+@pytest.mark.parametrize("bad", [36, -37, 1.5, -0.1, float("nan"), "3", True])
+def test_resolve_layers_out_of_range(bad):
+    with pytest.raises(ConfigError) as e:
+        resolve_layers([bad], 36, model="org/m")
+    assert "org/m" in str(e.value)
+    assert repr(bad) in str(e.value) or str(bad) in str(e.value)
+
+
+# config facts and block discovery ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decoder_blocks_found(arch):
+    model = tiny_model(getattr(T, arch))
+    blocks = decoder_blocks(model)
+    assert isinstance(blocks, torch.nn.ModuleList)
+    assert len(blocks) == num_layers(model.config) == 3
+    assert hidden_size(model.config) == 32
+
+
+def test_num_layers_text_config():
+    text = tiny_config(T.Gemma3TextConfig, num_hidden_layers=5, hidden_size=48)
+    cfg = T.Gemma3Config(text_config=text.to_dict())
+    assert num_layers(cfg) == 5
+    assert hidden_size(cfg) == 48
+
+
+def test_decoder_blocks_fallback_largest_modulelist():
+    class Inner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.small = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(3)])
+            self.stack = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(3)])
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = T.LlamaConfig(num_hidden_layers=3)
+            self.body = Inner()
+
+    model = Odd()
+    assert decoder_blocks(model) is model.body.stack
+    model.config = T.LlamaConfig(num_hidden_layers=7)
+    with pytest.raises(ConfigError, match="7 decoder blocks"):
+        decoder_blocks(model)
+
+
+# block outputs -------------------------------------------------------------------------------
+
+
+def test_block_output_tensor_and_replace():
+    x = torch.randn(3, 4, 5)
+    y = torch.randn(3, 4, 5)
+    # a plain tensor is the hidden state itself: never x[0]
+    assert block_output_tensor(x) is x
+    assert replace_block_output(x, y) is y
+    extra = torch.ones(1)
+    t = (x, extra)
+    assert block_output_tensor(t) is x
+    r = replace_block_output(t, y)
+    assert isinstance(r, tuple) and r[0] is y and r[1] is extra
+
+
+def test_forward_hooks_removed_on_error():
+    model = tiny_model(T.LlamaConfig)
+    ids = torch.tensor([[4, 5, 6, 7]])
+    before = model(input_ids=ids).logits.clone()
+    blocks = decoder_blocks(model)
+
+    def zero(_m, _a, out):
+        return replace_block_output(out, torch.zeros_like(block_output_tensor(out)))
+
+    with pytest.raises(RuntimeError, match="boom"), forward_hooks([(blocks[1], zero)]):
+        changed = model(input_ids=ids).logits
+        assert not torch.equal(changed, before)
+        raise RuntimeError("boom")
+    assert all(len(b._forward_hooks) == 0 for b in blocks)
+    after = model(input_ids=ids).logits
+    assert torch.equal(after, before)
+
+
+def test_last_token_index_right_and_left():
+    right = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]])
+    assert last_token_index(right).tolist() == [2, 0, 3]
+    assert last_token_index(left).tolist() == [3, 3, 3]
+
+
+# answers -------------------------------------------------------------------------------------
+
+
+def test_answer_token_ids():
+    tok = tiny_tokenizer()
+    pos, neg = answer_token_ids(tok, ("True", "False"), model="tiny")
+    assert pos != neg
+    assert tok.convert_ids_to_tokens([pos, neg]) == ["True", "False"]
+
+
+def test_answer_token_ids_multi_token():
+    tok = tiny_tokenizer()
+    with pytest.raises(ConfigError) as e:
+        answer_token_ids(tok, ("True", "not true"), model="org/tiny")
+    msg = str(e.value)
+    assert "org/tiny" in msg and "'not true'" in msg and "2 tokens" in msg
+
+
+def test_answer_token_ids_same_token():
+    tok = tiny_tokenizer()
+    with pytest.raises(ConfigError, match="same token"):
+        answer_token_ids(tok, ("True", "True"), model="tiny")
+
+
+# loading from a directory (the same code path as a hub id) -----------------------------------
+
+
+def test_load_from_directory(tmp_path):
+    model = tiny_model(T.LlamaConfig)
+    tok = tiny_tokenizer()
+    tok.pad_token = None  # load_tokenizer must fall back to eos
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+
+    cfg = load_config(str(tmp_path))
+    assert num_layers(cfg) == 3
+    tok2 = load_tokenizer(str(tmp_path))
+    assert tok2.padding_side == "right"
+    assert tok2.pad_token == "<eos>"
+    loaded = load_model(str(tmp_path), dtype="float32", device="cpu")
+    assert not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert next(loaded.parameters()).dtype == torch.float32
+    ids = torch.tensor([[4, 5, 6]])
+    assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
+    # dtype "auto" on CPU is float32
+    auto = load_model(str(tmp_path), device="cpu")
+    assert next(auto.parameters()).dtype == torch.float32
+
+
+def test_load_errors_name_the_path(tmp_path):
+    missing = str(tmp_path / "nope")
+    for fn in (load_tokenizer, load_model, load_config):
+        with pytest.raises(ConfigError, match="nope"):
+            fn(missing)
+
+
+def test_load_model_refuses_pickle_weights(tmp_path):
+    model = tiny_model(T.LlamaConfig)
+    model.save_pretrained(tmp_path)
+    # transformers 5 always saves safetensors: turn it into a pickle-only checkpoint by hand
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="allow_pickle"):
+        load_model(str(tmp_path), device="cpu")
+    loaded = load_model(str(tmp_path), device="cpu", allow_pickle=True)
+    assert num_layers(loaded.config) == 3
