@@ -145,7 +145,8 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
             )
         elif err.validator == "oneOf" and len(err.path) == 2 and err.path[0] == "models":
             messages.append(
-                f"{where}: give exactly one of `path` (hub id or directory) or `zoo` (train locally)."
+                f"{where}: give exactly one of `path` (hub id or directory) "
+                "or `zoo` (train locally)."
             )
         elif err.validator == "oneOf" and len(err.path) == 2 and err.path[0] == "datasets":
             messages.append(

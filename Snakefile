@@ -1,0 +1,32 @@
+# crossprobe: does a linear probe found in one language model mean the same thing in another?
+# extract -> train -> generalise; align -> ablate -> correlate -> plot.  See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+# Schema validation and every other check on the config, before any job is planned.
+CFG = validated_config(config)
+
+
+include: "workflow/rules/zoo.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/generalise.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/ablate.smk"
+include: "workflow/rules/correlate.smk"
+include: "workflow/rules/plot.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,572 @@
+"""Entry points of the workflow's rules: each reads its inputs, calls the science, writes outputs.
+
+Every rule runs ``workflow/scripts/entry.py``, which calls ``run(snakemake)``; ``run`` looks up
+the function named after the rule. Functions here only translate between files and the typed
+functions of the other modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crossprobe import __version__
+from crossprobe.config import DatasetSpec, ModelSpec
+from crossprobe.io import atomic_path
+
+log = logging.getLogger("crossprobe")
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+@contextlib.contextmanager
+def _logging_to(path: str | None) -> Iterator[None]:
+    """Send logging, stdout and stderr (progress bars) of one job to its log file."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(path, "w", buffering=1) as f,
+        contextlib.redirect_stdout(f),
+        contextlib.redirect_stderr(f),
+    ):
+        handler = logging.StreamHandler(f)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+
+
+def run(smk: Any) -> None:
+    """Run the entry point named after ``smk.rule`` with its log redirected."""
+    fn: Callable[[Any], None] = ENTRY_POINTS[smk.rule]
+    with _logging_to(smk.log[0] if len(smk.log) else None):
+        import torch
+
+        torch.set_num_threads(max(1, int(smk.threads)))
+        t0 = time.perf_counter()
+        log.info("crossprobe %s: rule %s, wildcards %s", __version__, smk.rule, dict(smk.wildcards))
+        fn(smk)
+        log.info("done in %.2f s", time.perf_counter() - t0)
+
+
+def _model(smk: Any) -> ModelSpec:
+    d = dict(smk.params.model)
+    d["layers"] = tuple(d["layers"])
+    return ModelSpec(**d)
+
+
+def _dataset_spec(smk: Any) -> DatasetSpec:
+    d = dict(smk.params.dataset)
+    d["answers"] = tuple(d["answers"])
+    return DatasetSpec(**d)
+
+
+def _prompts(df: pd.DataFrame, template: str) -> list[str]:
+    from crossprobe.datasets import format_prompt
+
+    return [format_prompt(template, s) for s in df["statement"]]
+
+
+def _load(spec: ModelSpec) -> tuple[Any, Any]:
+    from crossprobe.models import load_model, load_tokenizer
+
+    log.info("loading %s from %s", spec.name, spec.source)
+    tok = load_tokenizer(
+        spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    model = load_model(spec.source, **spec.load_kwargs())
+    return model, tok
+
+
+def layers_by_position(spec: ModelSpec, n_layers: int) -> list[int]:
+    """Each configured layer resolved to a block index, keeping positions (duplicates kept)."""
+    from crossprobe.models import resolve_layers
+
+    return [resolve_layers([x], n_layers, model=spec.name)[0] for x in spec.layers]
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def dataset(smk: Any) -> None:
+    """Build a dataset table with deterministic hash splits."""
+    from crossprobe.datasets import (
+        generate_builtin,
+        read_table,
+        validate_table,
+        with_splits,
+        write_dataset,
+    )
+
+    spec = _dataset_spec(smk)
+    if spec.builtin:
+        df = generate_builtin(spec.builtin)
+        source = f"built-in family {spec.builtin!r}"
+    else:
+        df = read_table(spec.path)
+        source = str(spec.path)
+    validate_table(df, source=source)
+    out = with_splits(df, smk.params.splits)
+    log.info("%s: %d rows, splits %s", spec.name, len(out), out["split"].value_counts().to_dict())
+    write_dataset(out, smk.output[0])
+
+
+def zoo(smk: Any) -> None:
+    """Train (or initialise) a tiny causal LM and save it like a hub model."""
+    from crossprobe.zoo import ZooSpec, train_zoo_model
+
+    spec = ZooSpec.from_dict(smk.params.zoo)
+    metrics = train_zoo_model(spec, smk.output[0], log=log.info)
+    log.info("metrics: %s", metrics)
+
+
+def extract(smk: Any) -> None:
+    """Residual-stream activations of one model on one dataset, into a Zarr store."""
+    from crossprobe.cache import write_store
+    from crossprobe.datasets import read_dataset
+    from crossprobe.extract import extract_activations
+    from crossprobe.models import answer_token_ids, decoder_blocks, hidden_size
+
+    spec, ds = _model(smk), _dataset_spec(smk)
+    df = read_dataset(smk.input.dataset)
+    prompts = _prompts(df, ds.template)
+    model, tok = _load(spec)
+    answer_token_ids(tok, ds.answers, model=spec.name)
+    n_layers = len(decoder_blocks(model))
+    by_pos = layers_by_position(spec, n_layers)
+    layers = list(dict.fromkeys(by_pos))
+    attrs = {
+        "model": spec.name,
+        "model_source": spec.source,
+        "revision": spec.revision,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "n_layers": n_layers,
+        "layer_spec": list(spec.layers),
+        "layers_by_position": by_pos,
+        "position": smk.params.position,
+        "dataset": ds.name,
+        "template": ds.template,
+        "answers": list(ds.answers),
+        "crossprobe_version": __version__,
+    }
+
+    def rows(sl: slice) -> np.ndarray:
+        return extract_activations(
+            model,
+            tok,
+            prompts[sl],
+            layers,
+            position=smk.params.position,
+            batch_size=spec.batch_size,
+            progress=True,
+            desc=f"{spec.name}/{ds.name} rows {sl.start}-{sl.stop}",
+        )
+
+    write_store(
+        smk.output[0],
+        extract_rows=rows,
+        n_rows=len(df),
+        layers=layers,
+        d_model=hidden_size(model.config),
+        labels=df["label"].to_numpy(),
+        split=df["split"].to_numpy(),
+        row_hash=df["row_hash"].to_numpy(),
+        attrs=attrs,
+    )
+
+
+def _split_hash(row_hash: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(map(str, row_hash))).encode()).hexdigest()
+
+
+def train(smk: Any) -> None:
+    """Fit every probe method at every stored layer on the train split."""
+    from crossprobe.cache import open_store
+    from crossprobe.probes import fitter, save_probes
+
+    store = open_store(smk.input[0])
+    split, labels, hashes = store.split(), store.labels(), store.row_hash()
+    train_rows = np.flatnonzero(split == "train")
+    meta = {
+        "model": store.attrs["model"],
+        "model_source": store.attrs.get("model_source"),
+        "revision": store.attrs.get("revision"),
+        "dataset": store.attrs["dataset"],
+        "position": store.attrs.get("position"),
+        "template": store.attrs.get("template"),
+        "train_rows": int(train_rows.size),
+        "split_hashes": {s: _split_hash(hashes[split == s]) for s in ("train", "align", "test")},
+        "crossprobe_version": __version__,
+    }
+    probes = []
+    for layer in store.layers:
+        x = store.layer(layer, train_rows)
+        for method in smk.params.probes:
+            p = fitter(method, logreg_c=smk.params.logreg_c)(x, labels[train_rows], layer)
+            probes.append(
+                type(p)(**{**p.__dict__, "provenance": {**meta, "layer": layer, "method": method}})
+            )
+    save_probes(smk.output.probes, probes, meta)
+
+
+def _test_sets(paths: list[str]) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    from crossprobe.cache import open_store
+
+    out = {}
+    for path in paths:
+        store = open_store(path)
+        rows = np.flatnonzero(store.split() == "test")
+        y = store.labels()[rows]
+        out[store.attrs["dataset"]] = {
+            layer: (store.layer(layer, rows), y) for layer in store.layers
+        }
+    return out
+
+
+def generalise(smk: Any) -> None:
+    """Train-on-A, test-on-B matrix for one model, with its heatmaps."""
+    from crossprobe.generalise import generalisation_table
+    from crossprobe.plots import plot_generalisation
+    from crossprobe.probes import load_probes
+
+    model = smk.wildcards.model
+    probes = {Path(p).stem: load_probes(p) for p in smk.input.probes}
+    table = generalisation_table(model, probes, _test_sets(list(smk.input.stores)))
+    with atomic_path(smk.output.table) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    plot_generalisation(table, model, smk.output.figure)
+
+
+def concat_tables(smk: Any) -> None:
+    """Concatenate per-key CSV tables into one."""
+    frames = [pd.read_csv(p) for p in smk.input]
+    with atomic_path(smk.output[0]) as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
+
+
+ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
+    "dataset": dataset,
+    "zoo": zoo,
+    "extract": extract,
+    "train": train,
+    "generalise": generalise,
+    "generalisation_table": concat_tables,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run through the workflow: snakemake")
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+def _store_pairs(stores: list[str]) -> dict[str, Any]:
+    from crossprobe.cache import open_store
+
+    return {open_store(p).attrs["dataset"]: open_store(p) for p in stores}
+
+
+def layer_pairs(
+    source_attrs: dict[str, Any], target_attrs: dict[str, Any]
+) -> list[tuple[int, int, int]]:
+    """(position, source layer, target layer), paired by position in the layer list."""
+    seen, out = set(), []
+    pairs = zip(source_attrs["layers_by_position"], target_attrs["layers_by_position"], strict=True)
+    for pos, (ls, lt) in enumerate(pairs):
+        if (ls, lt) not in seen:
+            seen.add((ls, lt))
+            out.append((pos, int(ls), int(lt)))
+    return out
+
+
+def align(smk: Any) -> None:
+    """Fit the maps of one ordered model pair on the align split, pooled over datasets."""
+    from crossprobe.align import fit_map, save_maps
+    from crossprobe.errors import CacheError
+
+    src, tgt = _store_pairs(list(smk.input.source)), _store_pairs(list(smk.input.target))
+    first = next(iter(src.values()))
+    pairs = layer_pairs(first.attrs, next(iter(tgt.values())).attrs)
+    maps, fit_info = {}, {}
+    for _, ls, lt in pairs:
+        xs, xt = [], []
+        for name in sorted(src):
+            s, t = src[name], tgt[name]
+            if not np.array_equal(s.row_hash(), t.row_hash()):
+                raise CacheError(
+                    f"{name}: source and target stores hold different prompts; rerun extract"
+                )
+            rows = np.flatnonzero(s.split() == "align")
+            xs.append(s.layer(ls, rows))
+            xt.append(t.layer(lt, rows))
+        maps[(ls, lt)] = fit_map(np.concatenate(xs), np.concatenate(xt), method=smk.params.method)
+        fit_info[f"{ls}/{lt}"] = {
+            "rows": int(sum(len(x) for x in xs)),
+            "r2": maps[(ls, lt)].r2_forward,
+        }
+        log.info("layers %d -> %d: %s", ls, lt, fit_info[f"{ls}/{lt}"])
+    meta = {
+        "source": smk.wildcards.source,
+        "target": smk.wildcards.target,
+        "method": smk.params.method,
+        "datasets": sorted(src),
+        "layer_pairs": [list(p) for p in pairs],
+        "crossprobe_version": __version__,
+    }
+    save_maps(smk.output[0], maps, meta)
+
+
+def effect_prompts(df: pd.DataFrame, template: str) -> tuple[pd.DataFrame, list[str]]:
+    """The prompts every ablation uses: `test` rows with label 1, in row order."""
+    rows = df[(df["split"] == "test") & (df["label"] > 0.5)]
+    return rows, _prompts(rows, template)
+
+
+def _check_floor(n: int, transfer: dict[str, Any], where: str) -> None:
+    from crossprobe.errors import ConfigError
+
+    if n < transfer["min_prompts"] and not transfer["allow_unscored"]:
+        raise ConfigError(
+            f"{where}: only {n} test prompts with label 1, below transfer.min_prompts="
+            f"{transfer['min_prompts']}; add rows, or lower transfer.min_prompts / set "
+            "transfer.allow_unscored: true (such cells are reported but not scored)."
+        )
+
+
+def _write_effects(path: str, rows: pd.DataFrame, columns: dict[str, np.ndarray]) -> None:
+    out = pd.DataFrame({"row": rows["row"].to_numpy(), "row_hash": rows["row_hash"].to_numpy()})
+    out = pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+    with atomic_path(path) as tmp:
+        out.to_parquet(tmp, index=False)
+
+
+def _ablation_setup(
+    smk: Any, spec: ModelSpec
+) -> tuple[Any, Any, list[str], pd.DataFrame, tuple[int, int]]:
+    from crossprobe.datasets import read_dataset
+    from crossprobe.models import answer_token_ids
+
+    ds = _dataset_spec(smk)
+    rows, prompts = effect_prompts(read_dataset(smk.input.dataset), ds.template)
+    _check_floor(len(prompts), smk.params.transfer, f"dataset {ds.name}")
+    model, tok = _load(spec)
+    return model, tok, prompts, rows, answer_token_ids(tok, ds.answers, model=spec.name)
+
+
+def ablate_self(smk: Any) -> None:
+    """Effects of a model's own probes and of k random directions per layer (the null)."""
+    from crossprobe.ablate import ablation_effects, random_directions, token_margins
+    from crossprobe.probes import load_probes
+
+    spec = _model(smk)
+    transfer = smk.params.transfer
+    model, tok, prompts, rows, answers = _ablation_setup(smk, spec)
+    probes = load_probes(smk.input.probes)
+    clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
+    columns: dict[str, np.ndarray] = {"clean": clean}
+    for layer in sorted({layer for _, layer in probes}):
+        keys = sorted(k for k in probes if k[1] == layer)
+        d_model = probes[keys[0]].direction.shape[0]
+        null = random_directions(
+            d_model, transfer["null_directions"], seed=transfer["seed"] + layer
+        )
+        dirs = np.concatenate([np.stack([probes[k].direction for k in keys]), null])
+        dm = ablation_effects(
+            model,
+            tok,
+            prompts,
+            answers,
+            layer,
+            dirs,
+            scope=transfer["scope"],
+            batch_size=spec.batch_size,
+            clean=clean,
+        )
+        for i, (method, _) in enumerate(keys):
+            columns[f"probe:{method}:{layer}"] = dm[i]
+        for j in range(null.shape[0]):
+            columns[f"null:{layer}:{j}"] = dm[len(keys) + j]
+        log.info("layer %d: %d probe and %d null directions", layer, len(keys), null.shape[0])
+    _write_effects(smk.output[0], rows, columns)
+
+
+def ablate_carried(smk: Any) -> None:
+    """Effects in the target of the source's probes carried through the map."""
+    from crossprobe.ablate import ablation_effects, token_margins
+    from crossprobe.align import load_maps
+    from crossprobe.probes import load_probes
+
+    spec = _model(smk)
+    model, tok, prompts, rows, answers = _ablation_setup(smk, spec)
+    probes, maps = load_probes(smk.input.probes), load_maps(smk.input.maps)
+    clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
+    columns: dict[str, np.ndarray] = {"clean": clean}
+    for lt in sorted({lt for _, lt in maps}):
+        keys = [(m, ls) for (m, ls) in sorted(probes) for (ms, mt) in maps if ms == ls and mt == lt]
+        dirs = np.stack(
+            [maps[(ls, lt)].carry_direction(probes[(m, ls)].direction) for m, ls in keys]
+        )
+        dm = ablation_effects(
+            model,
+            tok,
+            prompts,
+            answers,
+            lt,
+            dirs,
+            scope=smk.params.transfer["scope"],
+            batch_size=spec.batch_size,
+            clean=clean,
+        )
+        for i, (method, ls) in enumerate(keys):
+            columns[f"carried:{method}:{ls}:{lt}"] = dm[i]
+    _write_effects(smk.output[0], rows, columns)
+
+
+def _test_xy(store: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.flatnonzero(store.split() == "test")
+    return store.layer(layer, rows), store.labels()[rows]
+
+
+def correlate(smk: Any) -> None:
+    """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (s, t, dataset)."""
+    from crossprobe.align import identity_map, load_maps
+    from crossprobe.cache import open_store
+    from crossprobe.probes import load_probes
+    from crossprobe.stats import auroc
+    from crossprobe.transfer import CELL_COLUMNS, CellInputs, score_cell
+
+    s, t, d = smk.wildcards.source, smk.wildcards.target, smk.wildcards.dataset
+    transfer = smk.params.transfer
+    src_store, tgt_store = open_store(smk.input.source_store), open_store(smk.input.target_store)
+    src_probes, tgt_probes = (
+        load_probes(smk.input.source_probes),
+        load_probes(smk.input.target_probes),
+    )
+    src_fx = pd.read_parquet(smk.input.source_effects)
+    tgt_self = pd.read_parquet(smk.input.target_effects)
+    carried = pd.read_parquet(smk.input.carried) if s != t else None
+    maps = load_maps(smk.input.maps) if s != t else {}
+    n_sources = smk.params.n_models
+    cells, null_rows, prompt_rows = [], [], []
+    for pos, ls, lt in layer_pairs(src_store.attrs, tgt_store.attrs):
+        fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
+        xs, ys = _test_xy(src_store, ls)
+        xt, yt = _test_xy(tgt_store, lt)
+        for method in sorted({m for m, layer in src_probes if layer == ls}):
+            ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
+            dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
+            dm_t = dm_s if s == t else carried[f"carried:{method}:{ls}:{lt}"].to_numpy(np.float64)
+            null = np.stack(
+                [tgt_self[c].to_numpy(np.float64) for c in tgt_self if c.startswith(f"null:{lt}:")]
+            )
+            inputs = CellInputs(
+                dm_source=dm_s,
+                dm_target=dm_t,
+                dm_null=null,
+                carried_direction=fmap.carry_direction(ps.direction),
+                target_direction=pt.direction,
+                transfer_auroc=auroc(yt, xt @ fmap.carry_weight(ps.weight)),
+                source_auroc=auroc(ys, ps.score(xs)),
+                target_auroc=auroc(yt, pt.score(xt)),
+                map_r2=fmap.r2_forward,
+            )
+            res = score_cell(
+                inputs, n_resamples=transfer["bootstrap"], ci=transfer["ci"], seed=transfer["seed"]
+            )
+            null_rhos = res.pop("_null_rhos")
+            key = {
+                "source": s,
+                "target": t,
+                "dataset": d,
+                "method": method,
+                "layer_position": pos,
+                "source_layer": ls,
+                "target_layer": lt,
+            }
+            scored = res["n"] >= transfer["min_prompts"] and n_sources >= transfer["min_sources"]
+            cells.append({**key, **res, "scored": bool(scored)})
+            null_rows += [{**key, "null_index": j, "rho": r} for j, r in enumerate(null_rhos)]
+            prompt_rows.append(
+                pd.DataFrame(
+                    {
+                        **key,
+                        "row": src_fx["row"],
+                        "row_hash": src_fx["row_hash"],
+                        "dm_source": dm_s,
+                        "dm_target": dm_t,
+                    }
+                )
+            )
+    with atomic_path(smk.output.cells) as tmp:
+        pd.DataFrame(cells, columns=CELL_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(smk.output.null) as tmp:
+        pd.DataFrame(null_rows).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(smk.output.prompts) as tmp:
+        pd.concat(prompt_rows, ignore_index=True).to_parquet(tmp, index=False)
+
+
+def transfer_tables(smk: Any) -> None:
+    """transfer.csv, the transfer matrix, the overstatement summary and ProbeBench entries."""
+    import yaml
+
+    from crossprobe.io import write_json
+    from crossprobe.transfer import overstatement_summary, probebench_entries, transfer_matrix
+
+    table = pd.concat([pd.read_csv(p) for p in smk.input.cells], ignore_index=True)
+    table = table.sort_values(["source", "target", "dataset", "method", "layer_position"])
+    nulls = pd.concat([pd.read_csv(p) for p in smk.input.null], ignore_index=True)
+    with atomic_path(smk.output.table) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(smk.output.null) as tmp:
+        nulls.to_csv(tmp, index=False, float_format="%.6g")
+    matrix = transfer_matrix(table, list(smk.params.models))
+    with atomic_path(smk.output.matrix) as tmp:
+        matrix.to_csv(tmp, index=False, float_format="%.6g")
+    write_json(smk.output.summary, overstatement_summary(table))
+    out_dir = Path(smk.output.probebench)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for pid, entries in probebench_entries(table).items():
+            (tmp / f"{pid}.yaml").write_text(yaml.safe_dump(entries, sort_keys=False))
+
+
+def plot_transfer(smk: Any) -> None:
+    """The transfer matrix heatmap and its diagnostics."""
+    from crossprobe import plots
+
+    table = pd.read_csv(smk.input.table)
+    matrix = pd.read_csv(smk.input.matrix)
+    nulls = pd.read_csv(smk.input.null)
+    plots.plot_transfer_matrix(matrix, list(smk.params.models), smk.output.matrix)
+    plots.plot_profiles(table, smk.output.profiles)
+    plots.plot_cosine_vs_rho(table, smk.output.scatter)
+    plots.plot_null(table, nulls, smk.output.null)
+
+
+ENTRY_POINTS.update(
+    {
+        "align": align,
+        "ablate_self": ablate_self,
+        "ablate_carried": ablate_carried,
+        "correlate": correlate,
+        "transfer_tables": transfer_tables,
+        "plot_transfer": plot_transfer,
+    }
+)

@@ -1,0 +1,195 @@
+"""Figures: generalisation heatmaps, the transfer matrix and its diagnostics (PNG and PDF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from crossprobe.io import atomic_path  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    """Save ``fig`` as ``path`` (PNG) and beside it as PDF, atomically, then close it."""
+    path = Path(path)
+    for target in (path, path.with_suffix(".pdf")):
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=target.suffix[1:], dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_generalisation(table: pd.DataFrame, model: str, path: str | Path) -> None:
+    """Heatmaps of train-dataset (rows) by eval-dataset (columns), per metric, method and layer."""
+    methods = sorted(table["method"].unique())
+    layers = sorted(table["layer"].unique())
+    metrics = [("recovered_accuracy", "recovered accuracy"), ("auroc", "AUROC")]
+    datasets = sorted(table["train_dataset"].unique())
+    n_rows, n_cols = len(metrics) * len(methods), len(layers)
+    side = 0.55 * len(datasets) + 1.6
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(side * n_cols, 0.9 * side * n_rows), squeeze=False
+    )
+    for i, ((metric, label), method) in enumerate([(m, meth) for m in metrics for meth in methods]):
+        for j, layer in enumerate(layers):
+            sub = table[(table.method == method) & (table.layer == layer)]
+            grid = sub.pivot(index="train_dataset", columns="eval_dataset", values=metric)
+            grid = grid.reindex(index=datasets, columns=datasets)
+            ax = axes[i, j]
+            sns.heatmap(
+                grid,
+                ax=ax,
+                annot=True,
+                fmt=".2f",
+                vmin=0.0 if metric == "recovered_accuracy" else 0.5,
+                vmax=1.0,
+                cmap="viridis",
+                cbar=j == n_cols - 1,
+                annot_kws={"size": 7},
+                square=True,
+            )
+            ax.set_title(f"{label}, {method}, layer {layer}", fontsize=9)
+            ax.set_xlabel("evaluated on" if i == n_rows - 1 else "")
+            ax.set_ylabel("trained on" if j == 0 else "")
+            ax.tick_params(labelsize=7)
+    fig.suptitle(f"Cross-dataset generalisation of probes in {model} (test split)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+BAND_NOTE = "bands: strong >= 0.70, partial 0.40-0.70, weak < 0.40"
+
+
+def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Path) -> None:
+    """Source rows, target columns: mean Pearson_CE with the probe count n in every cell."""
+    import numpy as np
+
+    grid = matrix.pivot(index="source", columns="target", values="mean_pearson_ce")
+    grid = grid.reindex(index=models, columns=models)
+    counts = matrix.pivot(index="source", columns="target", values="n").reindex(
+        index=models, columns=models
+    )
+    bands = matrix.pivot(index="source", columns="target", values="band").reindex(
+        index=models, columns=models
+    )
+    labels = np.empty(grid.shape, dtype=object)
+    for i, s in enumerate(models):
+        for j, t in enumerate(models):
+            v, n, b = grid.loc[s, t], counts.loc[s, t], bands.loc[s, t]
+            if s == t:
+                labels[i, j] = "1.00\nidentity"
+            elif not np.isfinite(v):
+                labels[i, j] = "no data"
+            else:
+                labels[i, j] = f"{v:.2f}\n{b}\nn={int(n)}"
+    side = 1.3 * len(models) + 2.5
+    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    shown = grid.copy()
+    for m in models:
+        shown.loc[m, m] = np.nan  # the diagonal is the identity, not a measurement
+    sns.heatmap(
+        shown,
+        ax=ax,
+        annot=labels,
+        fmt="",
+        vmin=-0.2,
+        vmax=1.0,
+        cmap="RdYlGn",
+        linewidths=0.5,
+        linecolor="white",
+        cbar_kws={"label": "mean Pearson_CE over probes"},
+        annot_kws={"size": 8},
+    )
+    for k in range(len(models)):
+        ax.add_patch(plt.Rectangle((k, k), 1, 1, fill=True, color="0.85", lw=0))
+        ax.text(k + 0.5, k + 0.5, "1.00\nidentity", ha="center", va="center", fontsize=8)
+    ax.set_xlabel("target model")
+    ax.set_ylabel("source model")
+    ax.set_title(f"Causal transfer of probes (Pearson_CE)\n{BAND_NOTE}", fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_profiles(table: pd.DataFrame, path: str | Path) -> None:
+    """Per-probe transfer profiles: rho with its CI for every target, one panel per source."""
+    off = table[table.source != table.target].copy()
+    off["probe"] = off["dataset"] + "/" + off["method"] + "/p" + off["layer_position"].astype(str)
+    sources = sorted(off["source"].unique())
+    fig, axes = plt.subplots(
+        1, max(1, len(sources)), figsize=(4.5 * max(1, len(sources)), 4.5), squeeze=False
+    )
+    for ax, s in zip(axes[0], sources, strict=False):
+        sub = off[off.source == s]
+        targets = sorted(sub["target"].unique())
+        for k, t in enumerate(targets):
+            st = sub[sub.target == t].sort_values("probe")
+            y = range(len(st))
+            ax.errorbar(
+                st["pearson_ce"],
+                [v + 0.12 * (k - len(targets) / 2) for v in y],
+                xerr=[st["pearson_ce"] - st["ci_low"], st["ci_high"] - st["pearson_ce"]],
+                fmt="o",
+                ms=3,
+                lw=0.8,
+                label=t,
+            )
+            ax.set_yticks(list(y), st["probe"], fontsize=6)
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_xlim(-1, 1)
+        ax.set_xlabel("Pearson_CE (95% bootstrap CI)")
+        ax.set_title(f"source {s}", fontsize=9)
+        ax.legend(title="target", fontsize=7, title_fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_cosine_vs_rho(table: pd.DataFrame, path: str | Path) -> None:
+    """Cosine baseline against Pearson_CE per off-diagonal cell, with the y = x line."""
+    off = table[table.source != table.target]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    sns.scatterplot(data=off, x="cosine", y="pearson_ce", hue="target", style="method", ax=ax, s=25)
+    ax.plot([-1, 1], [-1, 1], color="0.4", lw=1, ls="--", label="y = x")
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    ax.set_xlabel("cosine(carried direction, target's own probe)")
+    ax.set_ylabel("Pearson_CE")
+    ax.set_title("Cosine baseline vs causal agreement", fontsize=10)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_null(table: pd.DataFrame, nulls: pd.DataFrame, path: str | Path) -> None:
+    """Random-direction null rhos (pooled per target) against the observed rhos."""
+    off = table[table.source != table.target]
+    null_off = nulls[nulls.source != nulls.target]
+    targets = sorted(off["target"].unique())
+    fig, axes = plt.subplots(
+        1, max(1, len(targets)), figsize=(4 * max(1, len(targets)), 3.5), squeeze=False
+    )
+    for ax, t in zip(axes[0], targets, strict=False):
+        sns.histplot(
+            null_off[null_off.target == t]["rho"],
+            ax=ax,
+            color="0.6",
+            stat="density",
+            bins=30,
+            label="random directions",
+        )
+        sns.histplot(
+            off[off.target == t]["pearson_ce"],
+            ax=ax,
+            color="C3",
+            stat="density",
+            bins=15,
+            alpha=0.6,
+            label="carried probes",
+        )
+        ax.set_xlim(-1, 1)
+        ax.set_xlabel("Pearson_CE")
+        ax.set_title(f"target {t}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,179 @@
+"""Scoring a probe's transfer from a source to a target model, and the transfer matrix.
+
+A cell is (source, target, dataset, method, source_layer, target_layer). Its Pearson_CE is
+the correlation over the same `test` prompts (label 1) of the effect of ablating the source's
+own probe direction in the source and the carried direction in the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from crossprobe.stats import bootstrap_pearson, cosine, null_test, overstatement, pearson
+
+CELL_COLUMNS = [
+    "source",
+    "target",
+    "dataset",
+    "method",
+    "layer_position",
+    "source_layer",
+    "target_layer",
+    "n",
+    "pearson_ce",
+    "ci_low",
+    "ci_high",
+    "null_p95",
+    "p_value",
+    "null_k",
+    "transfer_auroc",
+    "source_auroc",
+    "target_auroc",
+    "cosine",
+    "map_r2",
+    "scored",
+]
+
+STRONG, PARTIAL = 0.70, 0.40
+
+
+@dataclass(frozen=True)
+class CellInputs:
+    """Everything one cell's scores are computed from."""
+
+    dm_source: np.ndarray
+    """Effect of the source probe in the source, per prompt."""
+    dm_target: np.ndarray
+    """Effect of the carried probe in the target, same prompts."""
+    dm_null: np.ndarray
+    """Effects of k random target directions at the target layer, [k, prompt]."""
+    carried_direction: np.ndarray
+    """d_{s->t} in the target's space."""
+    target_direction: np.ndarray
+    """The target's own probe direction for the same dataset, method and layer."""
+    transfer_auroc: float
+    source_auroc: float
+    target_auroc: float
+    map_r2: float
+
+
+def score_cell(
+    inputs: CellInputs,
+    *,
+    n_resamples: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """Pearson_CE with its bootstrap CI, the random-direction null and the cosine baseline."""
+    if inputs.dm_source.shape != inputs.dm_target.shape:
+        raise ValueError(
+            f"source effects {inputs.dm_source.shape} and target effects "
+            f"{inputs.dm_target.shape} must cover the same prompts"
+        )
+    corr = bootstrap_pearson(
+        inputs.dm_source, inputs.dm_target, n_resamples=n_resamples, ci=ci, seed=seed
+    )
+    null_rhos = np.array([pearson(inputs.dm_source, row) for row in inputs.dm_null])
+    null = null_test(corr.rho, null_rhos)
+    return {
+        "n": corr.n,
+        "pearson_ce": corr.rho,
+        "ci_low": corr.ci_low,
+        "ci_high": corr.ci_high,
+        "null_p95": null.p95,
+        "p_value": null.p_value,
+        "null_k": null.k,
+        "transfer_auroc": inputs.transfer_auroc,
+        "source_auroc": inputs.source_auroc,
+        "target_auroc": inputs.target_auroc,
+        "cosine": cosine(inputs.carried_direction, inputs.target_direction),
+        "map_r2": inputs.map_r2,
+        "_null_rhos": null_rhos,
+    }
+
+
+def band(rho: float) -> str:
+    """The strong / partial / weak band of a mean rho."""
+    if not np.isfinite(rho):
+        return "no data"
+    return "strong" if rho >= STRONG else "partial" if rho >= PARTIAL else "weak"
+
+
+def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """Mean rho per (source, target) over scored cells, with the count n and the band."""
+    scored = table[table["scored"].astype(bool) & np.isfinite(table["pearson_ce"])]
+    rows = []
+    for s in models:
+        for t in models:
+            sub = scored[(scored.source == s) & (scored.target == t)]
+            mean = float(sub["pearson_ce"].mean()) if len(sub) else float("nan")
+            if s == t and len(sub):
+                mean = 1.0
+            rows.append(
+                {
+                    "source": s,
+                    "target": t,
+                    "mean_pearson_ce": mean,
+                    "n": len(sub),
+                    "band": "identity" if s == t else band(mean),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def overstatement_summary(table: pd.DataFrame) -> dict[str, float | int]:
+    """Median cosine against median rho over the run's scored off-diagonal cells."""
+    off = table[(table.source != table.target) & table["scored"].astype(bool)]
+    o = overstatement(off["cosine"].to_numpy(), off["pearson_ce"].to_numpy())
+    return {
+        "cells": o.cells,
+        "median_cosine": o.median_cosine,
+        "median_pearson_ce": o.median_rho,
+        "overstatement": o.overstatement,
+    }
+
+
+def probe_id(row: Mapping[str, object]) -> str:
+    """A probe across models: dataset, method and layer position (relative depth slot)."""
+    return f"{row['dataset']}-{row['method']}-p{row['layer_position']}"
+
+
+def probebench_entries(table: pd.DataFrame) -> dict[str, list[dict[str, object]]]:
+    """One entry per off-diagonal cell, grouped by probe id."""
+    out: dict[str, list[dict[str, object]]] = {}
+    off = table[table.source != table.target].sort_values(
+        ["dataset", "method", "layer_position", "source", "target"]
+    )
+    for row in off.to_dict("records"):
+        pid = probe_id(row)
+        out.setdefault(pid, []).append(
+            {
+                "probeId": pid,
+                "sourceModel": row["source"],
+                "targetModel": row["target"],
+                "pearson_ce": _num(row["pearson_ce"]),
+                "transfer_auroc": _num(row["transfer_auroc"]),
+                "notes": (
+                    f"layers {row['source_layer']}->{row['target_layer']}; "
+                    f"95% CI [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]; n={row['n']}; "
+                    f"null p95={_fmt(row['null_p95'])}, p={_fmt(row['p_value'])}; "
+                    f"cosine={_fmt(row['cosine'])}; "
+                    f"{'scored' if row['scored'] else 'not scored'}"
+                ),
+            }
+        )
+    return out
+
+
+def _num(x: object) -> float | None:
+    v = float(x)  # type: ignore[arg-type]
+    return round(v, 6) if np.isfinite(v) else None
+
+
+def _fmt(x: object) -> str:
+    v = float(x)  # type: ignore[arg-type]
+    return f"{v:.3f}" if np.isfinite(v) else "nan"

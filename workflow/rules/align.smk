@@ -1,0 +1,17 @@
+# Maps between every ordered pair of models, fit on the align split pooled over datasets.
+
+
+rule align:
+    input:
+        source=lambda w: [store(w.source, d) for d in CFG.datasets],
+        target=lambda w: [store(w.target, d) for d in CFG.datasets],
+    output:
+        "results/maps/{source}/{target}.safetensors",
+    params:
+        method=CFG.transfer.map,
+    log:
+        "results/logs/align/{source}/{target}.log",
+    conda:
+        CONDA_ENV
+    script:
+        ENTRY

@@ -1,0 +1,77 @@
+# Validation and input functions shared by every stage.
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from crossprobe.config import validate_config  # noqa: E402
+from crossprobe.errors import ConfigError  # noqa: E402
+
+ENTRY = "../scripts/entry.py"
+CONDA_ENV = "../../envs/crossprobe.yaml"
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    source=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    target=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+
+
+def validated_config(config):
+    """The typed run config; a clear error and no job at all if the config is wrong."""
+    try:
+        return validate_config(config)
+    except ConfigError as e:
+        raise WorkflowError(f"crossprobe: {e}") from None
+
+
+def model_params(wildcards, name=None):
+    spec = CFG.models[name or wildcards.model]
+    return asdict(spec)
+
+
+def dataset_params(wildcards):
+    return asdict(CFG.datasets[wildcards.dataset])
+
+
+def model_files(name):
+    """Files a model's jobs depend on: its zoo directory, or nothing for hub/local models."""
+    return [f"results/zoo/{name}"] if CFG.models[name].is_zoo else []
+
+
+def store(model, dataset):
+    return f"results/activations/{model}/{dataset}.zarr"
+
+
+def probes_file(model, dataset):
+    return f"results/probes/{model}/{dataset}.safetensors"
+
+
+def transfer_params(wildcards=None):
+    """Options the ablation jobs depend on (bootstrap settings excluded: they rerun nothing)."""
+    t = CFG.transfer
+    return {
+        "scope": t.scope,
+        "null_directions": t.null_directions,
+        "seed": t.seed,
+        "min_prompts": t.min_prompts,
+        "allow_unscored": t.allow_unscored,
+    }
+
+
+def correlate_params():
+    return asdict(CFG.transfer)
+
+
+def all_outputs():
+    outputs = ["results/tables/generalization.csv"]
+    outputs += [f"results/figures/generalization_{m}.png" for m in CFG.models]
+    outputs += [
+        "results/tables/transfer.csv",
+        "results/tables/transfer_matrix.csv",
+        "results/figures/transfer_matrix.png",
+        "results/probebench",
+    ]
+    return outputs

@@ -1,0 +1,19 @@
+# Residual-stream activations of every model on every dataset, cached as chunked Zarr stores.
+
+
+rule extract:
+    input:
+        model=lambda w: model_files(w.model),
+        dataset="results/datasets/{dataset}.parquet",
+    output:
+        directory("results/activations/{model}/{dataset}.zarr"),
+    params:
+        model=model_params,
+        dataset=dataset_params,
+        position=CFG.position,
+    log:
+        "results/logs/extract/{model}/{dataset}.log",
+    conda:
+        CONDA_ENV
+    script:
+        ENTRY

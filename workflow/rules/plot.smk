@@ -1,0 +1,64 @@
+# Aggregate tables, the transfer matrix and its figures.
+
+CELLS = expand(
+    "results/correlations/{source}/{target}/{dataset}",
+    source=CFG.models,
+    target=CFG.models,
+    dataset=CFG.datasets,
+)
+
+
+rule transfer_tables:
+    input:
+        cells=[f"{c}.csv" for c in CELLS],
+        null=[f"{c}.null.csv" for c in CELLS],
+    output:
+        table="results/tables/transfer.csv",
+        null="results/tables/transfer_null.csv",
+        matrix="results/tables/transfer_matrix.csv",
+        summary="results/tables/overstatement.json",
+        probebench=directory("results/probebench"),
+    params:
+        models=list(CFG.models),
+    log:
+        "results/logs/plot/transfer_tables.log",
+    conda:
+        CONDA_ENV
+    script:
+        ENTRY
+
+
+rule plot_transfer:
+    input:
+        table="results/tables/transfer.csv",
+        matrix="results/tables/transfer_matrix.csv",
+        null="results/tables/transfer_null.csv",
+    output:
+        matrix=report(
+            "results/figures/transfer_matrix.png",
+            caption="../report/transfer_matrix.rst",
+            category="Transfer",
+        ),
+        profiles=report(
+            "results/figures/transfer_profiles.png",
+            caption="../report/transfer_profiles.rst",
+            category="Transfer",
+        ),
+        scatter=report(
+            "results/figures/cosine_vs_rho.png",
+            caption="../report/cosine_vs_rho.rst",
+            category="Transfer",
+        ),
+        null=report(
+            "results/figures/null_distribution.png",
+            caption="../report/null_distribution.rst",
+            category="Transfer",
+        ),
+    params:
+        models=list(CFG.models),
+    log:
+        "results/logs/plot/transfer.log",
+    conda:
+        CONDA_ENV
+    script:
+        ENTRY

@@ -1,0 +1,18 @@
+# Linear probes per model, dataset and layer.
+
+
+rule train:
+    input:
+        "results/activations/{model}/{dataset}.zarr",
+    output:
+        probes="results/probes/{model}/{dataset}.safetensors",
+        meta="results/probes/{model}/{dataset}.json",
+    params:
+        probes=list(CFG.probes),
+        logreg_c=CFG.logreg_c,
+    log:
+        "results/logs/train/{model}/{dataset}.log",
+    conda:
+        CONDA_ENV
+    script:
+        ENTRY

@@ -1,0 +1,14 @@
+# Tiny causal LMs trained locally and saved with save_pretrained, then loaded like hub models.
+
+
+rule zoo:
+    output:
+        directory("results/zoo/{model}"),
+    params:
+        zoo=lambda w: CFG.models[w.model].zoo,
+    log:
+        "results/logs/zoo/{model}.log",
+    conda:
+        CONDA_ENV
+    script:
+        ENTRY
