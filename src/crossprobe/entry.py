@@ -54,13 +54,21 @@ def run(smk: Any) -> None:
     """Run the entry point named after ``smk.rule`` with its log redirected."""
     fn: Callable[[Any], None] = ENTRY_POINTS[smk.rule]
     with _logging_to(smk.log[0] if len(smk.log) else None):
-        import torch
-
-        torch.set_num_threads(max(1, int(smk.threads)))
+        _THREADS[0] = max(1, int(smk.threads))
         t0 = time.perf_counter()
         log.info("crossprobe %s: rule %s, wildcards %s", __version__, smk.rule, dict(smk.wildcards))
         fn(smk)
         log.info("done in %.2f s", time.perf_counter() - t0)
+
+
+_THREADS = [1]
+
+
+def _torch_threads() -> None:
+    """Give torch the job's thread count (imported only by jobs that run a model)."""
+    import torch
+
+    torch.set_num_threads(_THREADS[0])
 
 
 def _model(smk: Any) -> ModelSpec:
@@ -70,9 +78,11 @@ def _model(smk: Any) -> ModelSpec:
 
 
 def _dataset_spec(smk: Any) -> DatasetSpec:
-    d = dict(smk.params.dataset)
-    d["answers"] = tuple(d["answers"])
-    return DatasetSpec(**d)
+    return dataset_from_params(smk.params.dataset)
+
+
+def dataset_from_params(params: dict[str, Any]) -> DatasetSpec:
+    return DatasetSpec(**{**params, "answers": tuple(params["answers"])})
 
 
 def _prompts(df: pd.DataFrame, template: str) -> list[str]:
@@ -84,6 +94,7 @@ def _prompts(df: pd.DataFrame, template: str) -> list[str]:
 def _load(spec: ModelSpec) -> tuple[Any, Any]:
     from crossprobe.models import load_model, load_tokenizer
 
+    _torch_threads()
     log.info("loading %s from %s", spec.name, spec.source)
     tok = load_tokenizer(
         spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
@@ -129,6 +140,7 @@ def zoo(smk: Any) -> None:
     """Train (or initialise) a tiny causal LM and save it like a hub model."""
     from crossprobe.zoo import ZooSpec, train_zoo_model
 
+    _torch_threads()
     spec = ZooSpec.from_dict(smk.params.zoo)
     metrics = train_zoo_model(spec, smk.output[0], log=log.info)
     log.info("metrics: %s", metrics)
@@ -280,7 +292,8 @@ if __name__ == "__main__":  # pragma: no cover
 def _store_pairs(stores: list[str]) -> dict[str, Any]:
     from crossprobe.cache import open_store
 
-    return {open_store(p).attrs["dataset"]: open_store(p) for p in stores}
+    opened = [open_store(p) for p in stores]
+    return {st.attrs["dataset"]: st for st in opened}
 
 
 def layer_pairs(
@@ -350,34 +363,37 @@ def _check_floor(n: int, transfer: dict[str, Any], where: str) -> None:
         )
 
 
-def _write_effects(path: str, rows: pd.DataFrame, columns: dict[str, np.ndarray]) -> None:
+def _effects_frame(rows: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
     out = pd.DataFrame({"row": rows["row"].to_numpy(), "row_hash": rows["row_hash"].to_numpy()})
-    out = pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+    return pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+
+
+def _write_parquet(path: str, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
-        out.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False)
 
 
-def _ablation_setup(
-    smk: Any, spec: ModelSpec
-) -> tuple[Any, Any, list[str], pd.DataFrame, tuple[int, int]]:
+def _effect_setup(
+    spec: DatasetSpec, path: str, transfer: dict[str, Any]
+) -> tuple[pd.DataFrame, list[str]]:
     from crossprobe.datasets import read_dataset
-    from crossprobe.models import answer_token_ids
 
-    ds = _dataset_spec(smk)
-    rows, prompts = effect_prompts(read_dataset(smk.input.dataset), ds.template)
-    _check_floor(len(prompts), smk.params.transfer, f"dataset {ds.name}")
-    model, tok = _load(spec)
-    return model, tok, prompts, rows, answer_token_ids(tok, ds.answers, model=spec.name)
+    rows, prompts = effect_prompts(read_dataset(path), spec.template)
+    _check_floor(len(prompts), transfer, f"dataset {spec.name}")
+    return rows, prompts
 
 
 def ablate_self(smk: Any) -> None:
     """Effects of a model's own probes and of k random directions per layer (the null)."""
     from crossprobe.ablate import ablation_effects, random_directions, token_margins
+    from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
-    spec = _model(smk)
+    spec, ds = _model(smk), _dataset_spec(smk)
     transfer = smk.params.transfer
-    model, tok, prompts, rows, answers = _ablation_setup(smk, spec)
+    rows, prompts = _effect_setup(ds, smk.input.dataset, transfer)
+    model, tok = _load(spec)
+    answers = answer_token_ids(tok, ds.answers, model=spec.name)
     probes = load_probes(smk.input.probes)
     clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
     columns: dict[str, np.ndarray] = {"clean": clean}
@@ -404,39 +420,49 @@ def ablate_self(smk: Any) -> None:
         for j in range(null.shape[0]):
             columns[f"null:{layer}:{j}"] = dm[len(keys) + j]
         log.info("layer %d: %d probe and %d null directions", layer, len(keys), null.shape[0])
-    _write_effects(smk.output[0], rows, columns)
+    _write_parquet(smk.output[0], _effects_frame(rows, columns))
 
 
 def ablate_carried(smk: Any) -> None:
-    """Effects in the target of the source's probes carried through the map."""
+    """Effects in the target of every probe of the source, carried through the pair's maps."""
     from crossprobe.ablate import ablation_effects, token_margins
     from crossprobe.align import load_maps
+    from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
     spec = _model(smk)
-    model, tok, prompts, rows, answers = _ablation_setup(smk, spec)
-    probes, maps = load_probes(smk.input.probes), load_maps(smk.input.maps)
-    clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
-    columns: dict[str, np.ndarray] = {"clean": clean}
-    for lt in sorted({lt for _, lt in maps}):
-        keys = [(m, ls) for (m, ls) in sorted(probes) for (ms, mt) in maps if ms == ls and mt == lt]
-        dirs = np.stack(
-            [maps[(ls, lt)].carry_direction(probes[(m, ls)].direction) for m, ls in keys]
-        )
-        dm = ablation_effects(
-            model,
-            tok,
-            prompts,
-            answers,
-            lt,
-            dirs,
-            scope=smk.params.transfer["scope"],
-            batch_size=spec.batch_size,
-            clean=clean,
-        )
-        for i, (method, ls) in enumerate(keys):
-            columns[f"carried:{method}:{ls}:{lt}"] = dm[i]
-    _write_effects(smk.output[0], rows, columns)
+    transfer = smk.params.transfer
+    maps = load_maps(smk.input.maps)
+    model, tok = _load(spec)
+    frames = []
+    for path, probe_path in zip(smk.input.datasets, smk.input.probes, strict=True):
+        ds = dataset_from_params(smk.params.datasets[Path(path).stem])
+        rows, prompts = _effect_setup(ds, path, transfer)
+        answers = answer_token_ids(tok, ds.answers, model=spec.name)
+        probes = load_probes(probe_path)
+        clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
+        columns: dict[str, np.ndarray] = {"clean": clean}
+        for lt in sorted({lt for _, lt in maps}):
+            keys = [(m, ls) for (m, ls) in sorted(probes) if (ls, lt) in maps]
+            dirs = np.stack(
+                [maps[(ls, lt)].carry_direction(probes[(m, ls)].direction) for m, ls in keys]
+            )
+            dm = ablation_effects(
+                model,
+                tok,
+                prompts,
+                answers,
+                lt,
+                dirs,
+                scope=transfer["scope"],
+                batch_size=spec.batch_size,
+                clean=clean,
+            )
+            for i, (method, ls) in enumerate(keys):
+                columns[f"carried:{method}:{ls}:{lt}"] = dm[i]
+        frames.append(_effects_frame(rows, columns).assign(dataset=ds.name))
+        log.info("%s: %d prompts", ds.name, len(prompts))
+    _write_parquet(smk.output[0], pd.concat(frames, ignore_index=True))
 
 
 def _test_xy(store: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -445,81 +471,96 @@ def _test_xy(store: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def correlate(smk: Any) -> None:
-    """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (s, t, dataset)."""
+    """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (source, target)."""
     from crossprobe.align import identity_map, load_maps
     from crossprobe.cache import open_store
     from crossprobe.probes import load_probes
     from crossprobe.stats import auroc
     from crossprobe.transfer import CELL_COLUMNS, CellInputs, score_cell
 
-    s, t, d = smk.wildcards.source, smk.wildcards.target, smk.wildcards.dataset
+    s, t = smk.wildcards.source, smk.wildcards.target
     transfer = smk.params.transfer
-    src_store, tgt_store = open_store(smk.input.source_store), open_store(smk.input.target_store)
-    src_probes, tgt_probes = (
-        load_probes(smk.input.source_probes),
-        load_probes(smk.input.target_probes),
-    )
-    src_fx = pd.read_parquet(smk.input.source_effects)
-    tgt_self = pd.read_parquet(smk.input.target_effects)
-    carried = pd.read_parquet(smk.input.carried) if s != t else None
     maps = load_maps(smk.input.maps) if s != t else {}
-    n_sources = smk.params.n_models
+    carried = pd.read_parquet(smk.input.carried) if s != t else None
     cells, null_rows, prompt_rows = [], [], []
-    for pos, ls, lt in layer_pairs(src_store.attrs, tgt_store.attrs):
-        fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
-        xs, ys = _test_xy(src_store, ls)
-        xt, yt = _test_xy(tgt_store, lt)
-        for method in sorted({m for m, layer in src_probes if layer == ls}):
-            ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
-            dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
-            dm_t = dm_s if s == t else carried[f"carried:{method}:{ls}:{lt}"].to_numpy(np.float64)
+    for i, d in enumerate(smk.params.datasets):
+        src_store, tgt_store = (
+            open_store(smk.input.source_stores[i]),
+            open_store(smk.input.target_stores[i]),
+        )
+        src_probes, tgt_probes = (
+            load_probes(smk.input.source_probes[i]),
+            load_probes(smk.input.target_probes[i]),
+        )
+        src_fx = pd.read_parquet(smk.input.source_effects[i])
+        tgt_self = pd.read_parquet(smk.input.target_effects[i])
+        fx_t = (
+            carried[carried["dataset"] == d].reset_index(drop=True) if carried is not None else None
+        )
+        for pos, ls, lt in layer_pairs(src_store.attrs, tgt_store.attrs):
+            fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
+            xs, ys = _test_xy(src_store, ls)
+            xt, yt = _test_xy(tgt_store, lt)
             null = np.stack(
                 [tgt_self[c].to_numpy(np.float64) for c in tgt_self if c.startswith(f"null:{lt}:")]
             )
-            inputs = CellInputs(
-                dm_source=dm_s,
-                dm_target=dm_t,
-                dm_null=null,
-                carried_direction=fmap.carry_direction(ps.direction),
-                target_direction=pt.direction,
-                transfer_auroc=auroc(yt, xt @ fmap.carry_weight(ps.weight)),
-                source_auroc=auroc(ys, ps.score(xs)),
-                target_auroc=auroc(yt, pt.score(xt)),
-                map_r2=fmap.r2_forward,
-            )
-            res = score_cell(
-                inputs, n_resamples=transfer["bootstrap"], ci=transfer["ci"], seed=transfer["seed"]
-            )
-            null_rhos = res.pop("_null_rhos")
-            key = {
-                "source": s,
-                "target": t,
-                "dataset": d,
-                "method": method,
-                "layer_position": pos,
-                "source_layer": ls,
-                "target_layer": lt,
-            }
-            scored = res["n"] >= transfer["min_prompts"] and n_sources >= transfer["min_sources"]
-            cells.append({**key, **res, "scored": bool(scored)})
-            null_rows += [{**key, "null_index": j, "rho": r} for j, r in enumerate(null_rhos)]
-            prompt_rows.append(
-                pd.DataFrame(
-                    {
-                        **key,
-                        "row": src_fx["row"],
-                        "row_hash": src_fx["row_hash"],
-                        "dm_source": dm_s,
-                        "dm_target": dm_t,
-                    }
+            for method in sorted({m for m, layer in src_probes if layer == ls}):
+                ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
+                dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
+                dm_t = (
+                    dm_s
+                    if fx_t is None
+                    else fx_t[f"carried:{method}:{ls}:{lt}"].to_numpy(np.float64)
                 )
-            )
+                inputs = CellInputs(
+                    dm_source=dm_s,
+                    dm_target=dm_t,
+                    dm_null=null,
+                    carried_direction=fmap.carry_direction(ps.direction),
+                    target_direction=pt.direction,
+                    transfer_auroc=auroc(yt, xt @ fmap.carry_weight(ps.weight)),
+                    source_auroc=auroc(ys, ps.score(xs)),
+                    target_auroc=auroc(yt, pt.score(xt)),
+                    map_r2=fmap.r2_forward,
+                )
+                res = score_cell(
+                    inputs,
+                    n_resamples=transfer["bootstrap"],
+                    ci=transfer["ci"],
+                    seed=transfer["seed"],
+                )
+                null_rhos = res.pop("_null_rhos")
+                key = {
+                    "source": s,
+                    "target": t,
+                    "dataset": d,
+                    "method": method,
+                    "layer_position": pos,
+                    "source_layer": ls,
+                    "target_layer": lt,
+                }
+                scored = (
+                    res["n"] >= transfer["min_prompts"]
+                    and smk.params.n_models >= transfer["min_sources"]
+                )
+                cells.append({**key, **res, "scored": bool(scored)})
+                null_rows += [{**key, "null_index": j, "rho": r} for j, r in enumerate(null_rhos)]
+                prompt_rows.append(
+                    pd.DataFrame(
+                        {
+                            **key,
+                            "row": src_fx["row"],
+                            "row_hash": src_fx["row_hash"],
+                            "dm_source": dm_s,
+                            "dm_target": dm_t,
+                        }
+                    )
+                )
     with atomic_path(smk.output.cells) as tmp:
         pd.DataFrame(cells, columns=CELL_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(smk.output.null) as tmp:
         pd.DataFrame(null_rows).to_csv(tmp, index=False, float_format="%.6g")
-    with atomic_path(smk.output.prompts) as tmp:
-        pd.concat(prompt_rows, ignore_index=True).to_parquet(tmp, index=False)
+    _write_parquet(smk.output.prompts, pd.concat(prompt_rows, ignore_index=True))
 
 
 def transfer_tables(smk: Any) -> None:

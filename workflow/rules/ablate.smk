@@ -1,5 +1,6 @@
 # Directional ablation: each model's own probes plus a random-direction null (once per model
-# and dataset), and every source's probes carried into each target.
+# and dataset), and every source's probes carried into each target (once per ordered pair: the
+# maps pool the align rows of all datasets, so a new dataset changes every carried direction).
 
 
 rule ablate_self:
@@ -24,17 +25,17 @@ rule ablate_self:
 rule ablate_carried:
     input:
         model=lambda w: model_files(w.target),
-        dataset="results/datasets/{dataset}.parquet",
-        probes="results/probes/{source}/{dataset}.safetensors",
+        datasets=expand("results/datasets/{dataset}.parquet", dataset=CFG.datasets),
+        probes=lambda w: [probes_file(w.source, d) for d in CFG.datasets],
         maps="results/maps/{source}/{target}.safetensors",
     output:
-        "results/effects/{target}/{dataset}/from_{source}.parquet",
+        "results/effects/{target}/from_{source}.parquet",
     params:
         model=lambda w: model_params(w, w.target),
-        dataset=dataset_params,
+        datasets=lambda w: {d: asdict(spec) for d, spec in CFG.datasets.items()},
         transfer=transfer_params,
     log:
-        "results/logs/ablate/{target}/{dataset}/from_{source}.log",
+        "results/logs/ablate/{target}/from_{source}.log",
     conda:
         CONDA_ENV
     script:

@@ -1,17 +1,18 @@
-# Pearson_CE with bootstrap CIs, random-direction nulls, transfer AUROC and the cosine baseline.
+# Pearson_CE with bootstrap CIs, random-direction nulls, transfer AUROC and the cosine baseline,
+# for every probe of one ordered (source, target) pair.
 
 
 def correlate_input(w):
     inputs = {
-        "source_store": store(w.source, w.dataset),
-        "target_store": store(w.target, w.dataset),
-        "source_probes": probes_file(w.source, w.dataset),
-        "target_probes": probes_file(w.target, w.dataset),
-        "source_effects": f"results/effects/{w.source}/{w.dataset}/self.parquet",
-        "target_effects": f"results/effects/{w.target}/{w.dataset}/self.parquet",
+        "source_stores": [store(w.source, d) for d in CFG.datasets],
+        "target_stores": [store(w.target, d) for d in CFG.datasets],
+        "source_probes": [probes_file(w.source, d) for d in CFG.datasets],
+        "target_probes": [probes_file(w.target, d) for d in CFG.datasets],
+        "source_effects": [f"results/effects/{w.source}/{d}/self.parquet" for d in CFG.datasets],
+        "target_effects": [f"results/effects/{w.target}/{d}/self.parquet" for d in CFG.datasets],
     }
     if w.source != w.target:
-        inputs["carried"] = f"results/effects/{w.target}/{w.dataset}/from_{w.source}.parquet"
+        inputs["carried"] = f"results/effects/{w.target}/from_{w.source}.parquet"
         inputs["maps"] = f"results/maps/{w.source}/{w.target}.safetensors"
     return inputs
 
@@ -20,14 +21,15 @@ rule correlate:
     input:
         unpack(correlate_input),
     output:
-        cells="results/correlations/{source}/{target}/{dataset}.csv",
-        null="results/correlations/{source}/{target}/{dataset}.null.csv",
-        prompts="results/effects/cells/{source}/{target}/{dataset}.parquet",
+        cells="results/correlations/{source}/{target}.csv",
+        null="results/correlations/{source}/{target}.null.csv",
+        prompts="results/effects/cells/{source}/{target}.parquet",
     params:
+        datasets=list(CFG.datasets),
         transfer=lambda w: correlate_params(),
         n_models=len(CFG.models),
     log:
-        "results/logs/correlate/{source}/{target}/{dataset}.log",
+        "results/logs/correlate/{source}/{target}.log",
     conda:
         CONDA_ENV
     script:

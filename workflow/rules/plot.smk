@@ -1,11 +1,6 @@
 # Aggregate tables, the transfer matrix and its figures.
 
-CELLS = expand(
-    "results/correlations/{source}/{target}/{dataset}",
-    source=CFG.models,
-    target=CFG.models,
-    dataset=CFG.datasets,
-)
+CELLS = expand("results/correlations/{source}/{target}", source=CFG.models, target=CFG.models)
 
 
 rule transfer_tables:
