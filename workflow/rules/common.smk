@@ -75,3 +75,23 @@ def all_outputs():
         "results/probebench",
     ]
     return outputs
+
+
+def dataset_input(wildcards):
+    spec = CFG.datasets[wildcards.dataset]
+    return [spec.path] if spec.path else []
+
+
+def correlate_input(w):
+    inputs = {
+        "source_stores": [store(w.source, d) for d in CFG.datasets],
+        "target_stores": [store(w.target, d) for d in CFG.datasets],
+        "source_probes": [probes_file(w.source, d) for d in CFG.datasets],
+        "target_probes": [probes_file(w.target, d) for d in CFG.datasets],
+        "source_effects": [f"results/effects/{w.source}/{d}/self.parquet" for d in CFG.datasets],
+        "target_effects": [f"results/effects/{w.target}/{d}/self.parquet" for d in CFG.datasets],
+    }
+    if w.source != w.target:
+        inputs["carried"] = f"results/effects/{w.target}/from_{w.source}.parquet"
+        inputs["maps"] = f"results/maps/{w.source}/{w.target}.safetensors"
+    return inputs

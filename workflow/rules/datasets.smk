@@ -1,11 +1,6 @@
 # Statement datasets with deterministic hash splits (train / align / test).
 
 
-def dataset_input(wildcards):
-    spec = CFG.datasets[wildcards.dataset]
-    return [spec.path] if spec.path else []
-
-
 rule dataset:
     input:
         dataset_input,
