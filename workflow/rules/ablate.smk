@@ -10,14 +10,14 @@ rule ablate_self:
         probes="results/probes/{model}/{dataset}.safetensors",
     output:
         "results/effects/{model}/{dataset}/self.parquet",
-    params:
-        model=model_params,
-        dataset=dataset_params,
-        transfer=transfer_params,
     log:
         "results/logs/ablate/{model}/{dataset}/self.log",
     conda:
         CONDA_ENV
+    params:
+        model=model_params,
+        dataset=dataset_params,
+        transfer=transfer_params,
     script:
         ENTRY
 
@@ -30,13 +30,13 @@ rule ablate_carried:
         maps="results/maps/{source}/{target}.safetensors",
     output:
         "results/effects/{target}/from_{source}.parquet",
-    params:
-        model=lambda w: model_params(w, w.target),
-        datasets=lambda w: {d: asdict(spec) for d, spec in CFG.datasets.items()},
-        transfer=transfer_params,
     log:
         "results/logs/ablate/{target}/from_{source}.log",
     conda:
         CONDA_ENV
+    params:
+        model=lambda w: model_params(w, w.target),
+        datasets=lambda w: {d: asdict(spec) for d, spec in CFG.datasets.items()},
+        transfer=transfer_params,
     script:
         ENTRY

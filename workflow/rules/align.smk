@@ -7,11 +7,11 @@ rule align:
         target=lambda w: [store(w.target, d) for d in CFG.datasets],
     output:
         "results/maps/{source}/{target}.safetensors",
-    params:
-        method=CFG.transfer.map,
     log:
         "results/logs/align/{source}/{target}.log",
     conda:
         CONDA_ENV
+    params:
+        method=CFG.transfer.map,
     script:
         ENTRY

@@ -88,8 +88,12 @@ def correlate_input(w):
         "target_stores": [store(w.target, d) for d in CFG.datasets],
         "source_probes": [probes_file(w.source, d) for d in CFG.datasets],
         "target_probes": [probes_file(w.target, d) for d in CFG.datasets],
-        "source_effects": [f"results/effects/{w.source}/{d}/self.parquet" for d in CFG.datasets],
-        "target_effects": [f"results/effects/{w.target}/{d}/self.parquet" for d in CFG.datasets],
+        "source_effects": [
+            f"results/effects/{w.source}/{d}/self.parquet" for d in CFG.datasets
+        ],
+        "target_effects": [
+            f"results/effects/{w.target}/{d}/self.parquet" for d in CFG.datasets
+        ],
     }
     if w.source != w.target:
         inputs["carried"] = f"results/effects/{w.target}/from_{w.source}.parquet"

@@ -9,13 +9,13 @@ rule correlate:
         cells="results/correlations/{source}/{target}.csv",
         null="results/correlations/{source}/{target}.null.csv",
         prompts="results/effects/cells/{source}/{target}.parquet",
-    params:
-        datasets=list(CFG.datasets),
-        transfer=lambda w: correlate_params(),
-        n_models=len(CFG.models),
     log:
         "results/logs/correlate/{source}/{target}.log",
     conda:
         CONDA_ENV
+    params:
+        datasets=list(CFG.datasets),
+        transfer=lambda w: correlate_params(),
+        n_models=len(CFG.models),
     script:
         ENTRY

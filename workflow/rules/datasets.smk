@@ -6,12 +6,12 @@ rule dataset:
         dataset_input,
     output:
         "results/datasets/{dataset}.parquet",
-    params:
-        dataset=dataset_params,
-        splits=CFG.splits,
     log:
         "results/logs/dataset/{dataset}.log",
     conda:
         CONDA_ENV
+    params:
+        dataset=dataset_params,
+        splits=CFG.splits,
     script:
         ENTRY

@@ -7,13 +7,13 @@ rule extract:
         dataset="results/datasets/{dataset}.parquet",
     output:
         directory("results/activations/{model}/{dataset}.zarr"),
-    params:
-        model=model_params,
-        dataset=dataset_params,
-        position=CFG.position,
     log:
         "results/logs/extract/{model}/{dataset}.log",
     conda:
         CONDA_ENV
+    params:
+        model=model_params,
+        dataset=dataset_params,
+        position=CFG.position,
     script:
         ENTRY

@@ -1,6 +1,8 @@
 # Aggregate tables, the transfer matrix and its figures.
 
-CELLS = expand("results/correlations/{source}/{target}", source=CFG.models, target=CFG.models)
+CELLS = expand(
+    "results/correlations/{source}/{target}", source=CFG.models, target=CFG.models
+)
 
 
 rule transfer_tables:
@@ -13,12 +15,12 @@ rule transfer_tables:
         matrix="results/tables/transfer_matrix.csv",
         summary="results/tables/overstatement.json",
         probebench=directory("results/probebench"),
-    params:
-        models=list(CFG.models),
     log:
         "results/logs/plot/transfer_tables.log",
     conda:
         CONDA_ENV
+    params:
+        models=list(CFG.models),
     script:
         ENTRY
 
@@ -49,11 +51,11 @@ rule plot_transfer:
             caption="../report/null_distribution.rst",
             category="Transfer",
         ),
-    params:
-        models=list(CFG.models),
     log:
         "results/logs/plot/transfer.log",
     conda:
         CONDA_ENV
+    params:
+        models=list(CFG.models),
     script:
         ENTRY

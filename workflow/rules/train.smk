@@ -7,12 +7,12 @@ rule train:
     output:
         probes="results/probes/{model}/{dataset}.safetensors",
         meta="results/probes/{model}/{dataset}.json",
-    params:
-        probes=list(CFG.probes),
-        logreg_c=CFG.logreg_c,
     log:
         "results/logs/train/{model}/{dataset}.log",
     conda:
         CONDA_ENV
+    params:
+        probes=list(CFG.probes),
+        logreg_c=CFG.logreg_c,
     script:
         ENTRY

@@ -4,11 +4,11 @@
 rule zoo:
     output:
         directory("results/zoo/{model}"),
-    params:
-        zoo=lambda w: CFG.models[w.model].zoo,
     log:
         "results/logs/zoo/{model}.log",
     conda:
         CONDA_ENV
+    params:
+        zoo=lambda w: CFG.models[w.model].zoo,
     script:
         ENTRY
