@@ -16,9 +16,45 @@ from transformers import (
 )
 
 WORDS = (
-    "the cat dog sky sea sun moon tree river stone is was are not very quite blue green red "
-    "big small hot cold wet dry old new a an and or of in on at to True False"
-).split()
+    "the",
+    "cat",
+    "dog",
+    "sky",
+    "sea",
+    "sun",
+    "moon",
+    "tree",
+    "river",
+    "stone",
+    "is",
+    "was",
+    "are",
+    "not",
+    "very",
+    "quite",
+    "blue",
+    "green",
+    "red",
+    "big",
+    "small",
+    "hot",
+    "cold",
+    "wet",
+    "dry",
+    "old",
+    "new",
+    "a",
+    "an",
+    "and",
+    "or",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "True",
+    "False",
+)
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 VOCAB_SIZE = 64
 HIDDEN = 32

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-
 from _tiny import tiny_config, tiny_model, tiny_tokenizer
+
 from crossprobe.errors import ConfigError
 from crossprobe.models import (
     answer_token_ids,
@@ -202,3 +202,14 @@ def test_load_model_refuses_pickle_weights(tmp_path):
         load_model(str(tmp_path), device="cpu")
     loaded = load_model(str(tmp_path), device="cpu", allow_pickle=True)
     assert num_layers(loaded.config) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_load_model_auto_device_and_dtype_on_gpu(tmp_path):
+    tiny_model(T.LlamaConfig).save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    p = next(model.parameters())
+    assert p.device.type == "cuda"
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    assert p.dtype == expected

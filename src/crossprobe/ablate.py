@@ -11,7 +11,7 @@ is ablated along direction ``k``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from crossprobe.models import (
     block_output_tensor,
     decoder_blocks,
-    forward_hooks,
+    hidden_size,
     last_token_index,
     replace_block_output,
 )
@@ -95,8 +95,28 @@ def directional_ablation(
     else:
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
     hook = _ablation_hook(unit_directions(directions))
-    with forward_hooks((b, hook) for b in chosen):
+    with _first_forward_hooks((b, hook) for b in chosen):
         yield
+
+
+@contextmanager
+def _first_forward_hooks(
+    pairs: Iterable[tuple[torch.nn.Module, Callable[..., Any]]],
+) -> Iterator[None]:
+    """Like :func:`crossprobe.models.forward_hooks`, but each hook runs before those already there.
+
+    transformers 5 records ``output_hidden_states`` with forward hooks that it installs on the
+    blocks at the first such call and keeps; an ablation hook appended after them would leave the
+    recorded ``hidden_states[ℓ + 1]`` unablated while the rest of the model sees the ablated one.
+    """
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def margin_from_logits(
@@ -236,7 +256,12 @@ def ablation_effects(
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
     u = unit_directions(directions)
-    k_total = u.shape[0]
+    d_model = hidden_size(model.config)
+    if u.shape[1] != d_model:
+        raise ValueError(
+            f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
+            f"{d_model}: expected [k, {d_model}]"
+        )
     if clean is None:
         clean = token_margins(model, tokenizer, prompts, answers, batch_size=batch_size)
     clean = np.asarray(clean, dtype=np.float32)
@@ -244,6 +269,11 @@ def ablation_effects(
         raise ValueError(
             f"clean margins of shape {clean.shape} do not match {len(prompts)} prompts"
         )
+    # A zero direction ablates nothing: its effect is exactly 0 and it needs no forward pass
+    # (a pass with another batch shape can differ from the clean one by float rounding).
+    live = torch.nonzero(u.abs().sum(1) > 0).flatten()
+    u_live = u[live]
+    k_total = u_live.shape[0]
     max_rows = batch_size * ROWS_PER_BATCH_FACTOR
     ablated = np.empty((k_total, len(prompts)), dtype=np.float32)
     with torch.inference_mode():
@@ -252,14 +282,16 @@ def ablation_effects(
             n = len(ids)
             group = max(1, max_rows // n)
             for k0 in range(0, k_total, group):
-                uk = u[k0 : k0 + group]
+                uk = u_live[k0 : k0 + group]
                 kk = uk.shape[0]
                 with directional_ablation(model, layer, uk, scope=scope):
                     logits = _last_logits(model, ids.repeat(kk, 1), mask.repeat(kk, 1))
                 zero = torch.zeros(kk * n, dtype=torch.long, device=logits.device)
                 m = margin_from_logits(logits.unsqueeze(1), zero, answers)
                 ablated[k0 : k0 + kk, start : start + n] = m.reshape(kk, n).cpu().numpy()
-    return ablated - clean[None, :]
+    effects = np.zeros((u.shape[0], len(prompts)), dtype=np.float32)
+    effects[live.numpy()] = ablated - clean[None, :]
+    return effects
 
 
 def random_directions(d_model: int, k: int, *, seed: int) -> Float[np.ndarray, "k d_model"]:

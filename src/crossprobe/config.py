@@ -136,9 +136,7 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
         if err.validator == "additionalProperties":
             allowed = sorted(err.schema.get("properties", {}))
             messages.append(f"{where}: {err.message}. Allowed keys here: {', '.join(allowed)}.")
-        elif err.validator == "propertyNames" or (
-            err.validator == "pattern" and err.path == err.relative_path and not err.path
-        ):
+        elif "propertyNames" in err.schema_path:
             messages.append(
                 f"{where}: name {err.instance!r} is not allowed: use letters, digits, '.', '_' "
                 "and '-' only, starting with a letter or digit."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 from collections.abc import Sequence
@@ -113,11 +114,9 @@ def _run_batch(
 
         return hook
 
-    with forward_hooks((blocks[layer], make_hook(layer)) for layer in sorted(set(layers))):
-        try:
-            _forward(model, enc)
-        except StopForward:
-            pass
+    hooks = [(blocks[layer], make_hook(layer)) for layer in sorted(set(layers))]
+    with forward_hooks(hooks), contextlib.suppress(StopForward):
+        _forward(model, enc)
     missing = sorted(set(layers) - captured.keys())
     if missing:
         raise RuntimeError(f"blocks {missing} did not run during the forward pass")

@@ -146,9 +146,7 @@ def load_model(
             if not allow_pickle
             else ""
         )
-        raise ConfigError(
-            f"cannot load model {path!r} (revision {revision!r}): {e}.{hint}"
-        ) from e
+        raise ConfigError(f"cannot load model {path!r} (revision {revision!r}): {e}.{hint}") from e
     if device_map is None:
         model = model.to(dev)
     model.eval()
@@ -248,9 +246,7 @@ def decoder_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
         blocks = _get_path(model, path)
         if isinstance(blocks, torch.nn.ModuleList) and len(blocks) == n:
             return blocks
-    candidates = [
-        m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n
-    ]
+    candidates = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
     if candidates:
         return max(candidates, key=lambda m: sum(p.numel() for p in m.parameters()))
     raise ConfigError(

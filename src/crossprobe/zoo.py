@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -293,14 +293,17 @@ def check_answers(tokenizer: Any, answers: Iterable[str], *, kind: str = "") -> 
 
 
 def build_model(spec: ZooSpec, vocab_size: int, tokenizer: Any) -> PreTrainedModel:
-    """A random-init causal LM of ``spec``'s architecture and size (float32, eager attention).
+    """A random-init causal LM of ``spec``'s architecture and size, in float32.
+
+    Attention is transformers' default, the same that ``from_pretrained`` picks when the saved
+    model is loaded, so the in-memory and the reloaded model compute identical logits.
 
     The weights come from torch's global generator: seed it first (see :func:`init_model`).
     """
     from transformers import AutoModelForCausalLM
 
     config = model_config(spec, vocab_size, tokenizer)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_config(config)
     return model.to(torch.float32)
 
 
@@ -403,7 +406,9 @@ def encode_examples(tokenizer: Any, examples: Sequence[ZooExample]) -> Encoded:
         ids[i, : len(p)] = torch.tensor(p)
         ids[i, len(p)] = ans_id[e.answer]
     pos, neg = zip(*(answers[e.family] for e in examples), strict=True)
-    negatives = [ans_id[n if e.answer == p else p] for e, p, n in zip(examples, pos, neg, strict=True)]
+    negatives = [
+        ans_id[n if e.answer == p else p] for e, p, n in zip(examples, pos, neg, strict=True)
+    ]
     return Encoded(
         input_ids=ids,
         prompt_len=torch.tensor(lengths),
@@ -494,7 +499,7 @@ def train_model(
         if (step + 1) % every == 0 or step + 1 == spec.steps:
             log(
                 f"zoo {spec.arch}/{spec.tokenizer} step {step + 1}/{spec.steps} "
-                f"loss {loss_value:.4f} (answer {float(answer_loss):.4f})"
+                f"loss {loss_value:.4f} (answer {float(answer_loss.detach()):.4f})"
             )
     model.eval()
     return loss_value
@@ -527,15 +532,18 @@ def evaluate(model: PreTrainedModel, data: Encoded) -> dict[str, Any]:
     }
 
 
-def train_zoo_model(
-    spec: ZooSpec, out_dir: str | Path, *, log: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Train (or, with ``trained=False``, only initialise) one zoo model and save it.
+class ZooResult(NamedTuple):
+    """A fitted zoo model (eval mode), its tokenizer and its metrics."""
 
-    Writes ``out_dir`` atomically: the model and tokenizer (``save_pretrained``, safetensors)
-    and ``zoo.json`` with the spec, the metrics and package versions. Returns the metrics:
-    held-out (``test`` split) answer accuracy per family and overall, final training loss,
-    steps, wall seconds and parameter count.
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerFast
+    metrics: dict[str, Any]
+
+
+def fit_zoo_model(spec: ZooSpec, *, log: Callable[[str], None] = print) -> ZooResult:
+    """Build the tokenizer and model of ``spec``, train it (unless ``trained=False``), evaluate.
+
+    Trains on every non-``test`` row of the families; scores on the ``test`` rows only.
     """
     t0 = time.perf_counter()
     families = spec.resolved_families()
@@ -553,8 +561,7 @@ def train_zoo_model(
         )
         final_loss: float | None = None
         if spec.trained:
-            with _seeded(spec.seed):
-                final_loss = train_model(model, train_data, spec, log=log)
+            final_loss = train_model(model, train_data, spec, log=log)
         model.eval()
         scores = evaluate(model, test_data)
     metrics: dict[str, Any] = {
@@ -569,21 +576,40 @@ def train_zoo_model(
     }
     log(
         f"zoo {spec.arch}/{spec.tokenizer}: held-out answer accuracy "
-        f"{metrics['test_accuracy_overall']:.3f} "
-        + " ".join(f"{f}={a:.3f}" for f, a in scores["test_accuracy"].items())
-        + f" in {metrics['wall_seconds']:.1f} s"
+        f"{metrics['test_accuracy_overall']:.3f} ("
+        + ", ".join(f"{f} {a:.3f}" for f, a in scores["test_accuracy"].items())
+        + f") in {metrics['wall_seconds']:.1f} s"
     )
+    return ZooResult(model, tokenizer, metrics)
+
+
+def save_zoo_model(result: ZooResult, spec: ZooSpec, out_dir: str | Path) -> None:
+    """Write model and tokenizer (``save_pretrained``, safetensors) and ``zoo.json``, atomically."""
     record = {
         "spec": spec.to_dict(),
-        "families": {f: list(a) for f, a in family_answers(families).items()},
-        "metrics": metrics,
+        "families": {f: list(a) for f, a in family_answers(spec.resolved_families()).items()},
+        "metrics": result.metrics,
         "versions": package_versions(),
     }
     with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        result.model.save_pretrained(tmp)
+        result.tokenizer.save_pretrained(tmp)
         (tmp / ZOO_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return metrics
+
+
+def train_zoo_model(
+    spec: ZooSpec, out_dir: str | Path, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Train (or, with ``trained=False``, only initialise) one zoo model and save it.
+
+    Writes ``out_dir`` atomically: the model and tokenizer (``save_pretrained``, safetensors)
+    and ``zoo.json`` with the spec, the metrics and package versions. Returns the metrics:
+    held-out (``test`` split) answer accuracy per family and overall, final training loss,
+    steps, wall seconds and parameter count.
+    """
+    result = fit_zoo_model(spec, log=log)
+    save_zoo_model(result, spec, out_dir)
+    return result.metrics
 
 
 def _unk_fraction(tokenizer: Any, data: Encoded) -> float:

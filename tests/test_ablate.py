@@ -1,0 +1,285 @@
+"""Directional ablation and token margins on tiny random-init Llama and GPT-2 models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _ablate_fixtures import HIDDEN, PROMPTS, answer_ids, tiny_gpt2, tiny_llama, tiny_tokenizer
+
+from crossprobe.ablate import (
+    ablation_effects,
+    directional_ablation,
+    margin_from_logits,
+    random_directions,
+    token_margins,
+    unit_directions,
+)
+from crossprobe.models import decoder_blocks, forward_hooks, last_token_index
+
+MODELS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    return MODELS[request.param]()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def _encode(tok, prompts=PROMPTS):
+    tok.padding_side = "right"
+    enc = tok(list(prompts), return_tensors="pt", padding=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _directions(k: int, seed: int = 0) -> np.ndarray:
+    """Non-unit, non-orthogonal directions, so normalisation inside is exercised."""
+    g = np.random.default_rng(seed).standard_normal((k, HIDDEN)).astype(np.float32)
+    return g * np.arange(1, k + 1, dtype=np.float32)[:, None]
+
+
+def _reference_hook(u: torch.Tensor):
+    """Independent float64 ablation of copy k along unit u[k], for comparison."""
+
+    def hook(module, args, out):
+        x = out if isinstance(out, torch.Tensor) else out[0]
+        k = u.shape[0]
+        x64 = x.double().reshape(k, -1, *x.shape[1:])
+        u64 = u.double()
+        proj = (x64 * u64[:, None, None, :]).sum(-1, keepdim=True)
+        new = (x64 - proj * u64[:, None, None, :]).reshape(x.shape).to(x.dtype)
+        return new if isinstance(out, torch.Tensor) else (new, *out[1:])
+
+    return hook
+
+
+def _reference_margins(model, tok, prompts, answers, hooks=()):
+    """Margins from the full logits, one unpadded prompt at a time."""
+    out = []
+    with torch.inference_mode(), forward_hooks(hooks):
+        for p in prompts:
+            ids = tok(p, return_tensors="pt")["input_ids"]
+            logits = model(input_ids=ids).logits[0, -1].float()
+            out.append(float(logits[answers[0]] - logits[answers[1]]))
+    return np.asarray(out, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The hook
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_block_output_has_no_component_along_each_direction(model, tok, layer):
+    ids, mask = _encode(tok)
+    d = _directions(3)
+    u = unit_directions(d)
+    captured = {}
+
+    def capture(module, args, out):
+        captured["x"] = out if isinstance(out, torch.Tensor) else out[0]
+
+    blocks = decoder_blocks(model)
+    with torch.inference_mode():
+        # transformers installs its hidden-state recording hooks at the first such call, before
+        # ours: the ablation must still come first, so hidden_states shows the ablated output.
+        clean = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        with (
+            directional_ablation(model, layer, d),
+            forward_hooks([(blocks[layer], capture)]),
+        ):
+            out = model(
+                input_ids=ids.repeat(3, 1),
+                attention_mask=mask.repeat(3, 1),
+                output_hidden_states=True,
+            )
+    x = captured["x"].reshape(3, len(PROMPTS), ids.shape[1], HIDDEN)
+    proj = torch.einsum("kbtd,kd->kbt", x.float(), u)
+    assert proj.abs().max() < 1e-5 * x.abs().max()
+    # The ablated tensor is the one the rest of the model sees as hidden_states[layer + 1].
+    if layer < len(blocks) - 1:
+        assert torch.equal(out.hidden_states[layer + 1], captured["x"])
+    # Without the hook each copy does have a component along its direction.
+    h = clean.hidden_states[layer + 1]
+    assert torch.einsum("btd,kd->kbt", h.float(), u).abs().max() > 1e-2
+
+
+def test_unit_directions_normalise_and_keep_zero():
+    d = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
+    u = unit_directions(d)
+    assert torch.allclose(u[0], torch.tensor([0.6, 0.8]))
+    assert torch.equal(u[1], torch.zeros(2))
+
+
+def test_zero_direction_changes_nothing(model, tok):
+    answers = answer_ids(tok)
+    d = _directions(3)
+    d[1] = 0.0
+    eff = ablation_effects(model, tok, PROMPTS, answers, 1, d)
+    assert np.all(eff[1] == 0.0)
+    assert np.abs(eff[0]).max() > 1e-3 and np.abs(eff[2]).max() > 1e-3
+    ids, mask = _encode(tok)
+    with torch.inference_mode():
+        clean = model(input_ids=ids, attention_mask=mask).logits
+        with directional_ablation(model, 1, np.zeros((1, HIDDEN), dtype=np.float32)):
+            ablated = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(clean, ablated)
+
+
+def test_hooks_are_removed_on_exit_and_on_error(model, tok):
+    ids, mask = _encode(tok)
+    d = _directions(2)
+    n_hooks = [len(b._forward_hooks) for b in decoder_blocks(model)]
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        with directional_ablation(model, 0, d, scope="from_layer"):
+            during = model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1)).logits
+        after = model(input_ids=ids, attention_mask=mask).logits
+        with pytest.raises(RuntimeError), directional_ablation(model, 0, d):
+            raise RuntimeError("boom")
+        after_error = model(input_ids=ids, attention_mask=mask).logits
+    assert not torch.allclose(during[: len(ids)], before)
+    assert torch.equal(before, after)
+    assert torch.equal(before, after_error)
+    assert [len(b._forward_hooks) for b in decoder_blocks(model)] == n_hooks
+
+
+def test_hook_rejects_batch_that_is_not_k_copies(model, tok):
+    ids, mask = _encode(tok, PROMPTS[:3])
+    with (
+        torch.inference_mode(),
+        directional_ablation(model, 0, _directions(2)),
+        pytest.raises(ValueError, match=r"\(3, "),
+    ):
+        model(input_ids=ids, attention_mask=mask)
+
+
+def test_bad_arguments_raise_value_errors(model, tok):
+    answers = answer_ids(tok)
+    n_layers = len(decoder_blocks(model))
+    with (
+        pytest.raises(ValueError, match="out of range"),
+        directional_ablation(model, n_layers, _directions(1)),
+    ):
+        pass
+    with (
+        pytest.raises(ValueError, match="scope"),
+        directional_ablation(model, 0, _directions(1), scope="everywhere"),
+    ):
+        pass
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        unit_directions(np.ones(3))
+    with pytest.raises(ValueError, match=r"width 32"):
+        ablation_effects(model, tok, PROMPTS[:2], answers, 0, np.ones((2, 31)))
+    with pytest.raises(ValueError, match=r"\(5,\)"):
+        ablation_effects(model, tok, PROMPTS[:2], answers, 0, _directions(1), clean=np.ones(5))
+    with pytest.raises(ValueError, match="vocabulary"):
+        token_margins(model, tok, PROMPTS[:2], (0, 10_000))
+
+
+# ---------------------------------------------------------------------------------------------
+# Margins
+
+
+def test_margin_is_blind_to_a_constant_and_gathers_the_last_index():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 5, 11, generator=g)
+    last = torch.tensor([4, 0, 2, 3])
+    m = margin_from_logits(logits, last, (7, 2))
+    expected = torch.stack([logits[i, last[i], 7] - logits[i, last[i], 2] for i in range(4)])
+    assert m.dtype == torch.float32
+    assert torch.allclose(m, expected)
+    shifted = margin_from_logits(logits + 123.0, last, (7, 2))
+    per_row = logits + torch.randn(4, 5, 1, generator=g) * 50.0
+    assert torch.allclose(shifted, m, atol=1e-4)
+    assert torch.allclose(margin_from_logits(per_row, last, (7, 2)), m, atol=1e-4)
+    half = margin_from_logits(logits.to(torch.bfloat16), last, (7, 2))
+    assert half.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"\(4, 5, 11\)"):
+        margin_from_logits(logits, last[:3], (7, 2))
+
+
+def test_token_margins_match_unpadded_full_logits(model, tok):
+    answers = answer_ids(tok)
+    tok.padding_side = "left"  # another tool switched it: margins must not care
+    try:
+        got = token_margins(model, tok, PROMPTS, answers, batch_size=4)
+        assert tok.padding_side == "left"
+    finally:
+        tok.padding_side = "right"
+    np.testing.assert_allclose(got, _reference_margins(model, tok, PROMPTS, answers), atol=1e-5)
+    assert got.dtype == np.float32 and got.shape == (len(PROMPTS),)
+
+
+def test_last_index_follows_the_mask(tok):
+    ids, mask = _encode(tok)
+    lengths = torch.tensor([len(p.split()) for p in PROMPTS])
+    assert torch.equal(last_token_index(mask), lengths - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects
+
+
+def test_batched_directions_equal_each_direction_alone(model, tok):
+    answers = answer_ids(tok)
+    d = _directions(5)
+    together = ablation_effects(model, tok, PROMPTS, answers, 1, d)
+    alone = np.stack(
+        [ablation_effects(model, tok, PROMPTS, answers, 1, d[i : i + 1])[0] for i in range(5)]
+    )
+    assert together.shape == (5, len(PROMPTS)) and together.dtype == np.float32
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_effects_match_a_reference_ablation(model, tok):
+    answers = answer_ids(tok)
+    d = _directions(2)
+    u = unit_directions(d)
+    clean = _reference_margins(model, tok, PROMPTS, answers)
+    eff = ablation_effects(model, tok, PROMPTS, answers, 0, d)
+    for k in range(2):
+        block = decoder_blocks(model)[0]
+        ref = _reference_margins(
+            model, tok, PROMPTS, answers, [(block, _reference_hook(u[k : k + 1]))]
+        )
+        np.testing.assert_allclose(eff[k], ref - clean, atol=1e-5)
+
+
+def test_from_layer_scope_equals_ablating_every_later_block(model, tok):
+    answers = answer_ids(tok)
+    d = _directions(2)
+    u = unit_directions(d)
+    blocks = decoder_blocks(model)
+    clean = token_margins(model, tok, PROMPTS, answers)
+    one = ablation_effects(model, tok, PROMPTS, answers, 0, d, scope="layer", clean=clean)
+    many = ablation_effects(model, tok, PROMPTS, answers, 0, d, scope="from_layer", clean=clean)
+    assert np.abs(one - many).max() > 1e-3
+    for k in range(2):
+        hooks = [(b, _reference_hook(u[k : k + 1])) for b in blocks]
+        ref = _reference_margins(model, tok, PROMPTS, answers, hooks)
+        np.testing.assert_allclose(many[k], ref - clean, atol=1e-5)
+
+
+def test_effects_do_not_depend_on_batch_size(model, tok):
+    answers = answer_ids(tok)
+    d = _directions(10)
+    # batch_size 2 allows 16 rows a pass: the 10 directions go in two groups of 8 and 2.
+    small = ablation_effects(model, tok, PROMPTS, answers, 1, d, batch_size=2)
+    large = ablation_effects(model, tok, PROMPTS, answers, 1, d, batch_size=32)
+    np.testing.assert_allclose(small, large, atol=1e-5)
+    m1 = token_margins(model, tok, PROMPTS, answers, batch_size=1)
+    m3 = token_margins(model, tok, PROMPTS, answers, batch_size=3)
+    np.testing.assert_allclose(m1, m3, atol=1e-5)
+
+
+def test_random_directions_are_unit_and_deterministic():
+    a = random_directions(HIDDEN, 7, seed=3)
+    assert a.shape == (7, HIDDEN) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(a, random_directions(HIDDEN, 7, seed=3))
+    assert not np.allclose(a, random_directions(HIDDEN, 7, seed=4))
+    assert random_directions(HIDDEN, 0, seed=3).shape == (0, HIDDEN)

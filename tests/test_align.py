@@ -1,0 +1,169 @@
+"""Cross-model linear maps: identity, recovery of a known map, R², storage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from crossprobe.align import (
+    LinearMap,
+    default_heldout,
+    fit_map,
+    identity_map,
+    load_maps,
+    load_maps_meta,
+    save_maps,
+)
+
+
+def _semi_orthogonal(rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """[rows, cols] with orthonormal columns (rows >= cols) or orthonormal rows (rows < cols)."""
+    q, _ = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    return q if rows >= cols else q.T
+
+
+def _known_pair(d_s: int, d_t: int, n: int = 600, seed: int = 0):
+    """X_t = X_s Qᵀ + offset + tiny noise, with Q [d_t, d_s] semi-orthogonal.
+
+    When the target is narrower, the source's variance is concentrated in Q's row space (as the
+    target-visible part of a wider model's activations would be), so that PCA of the source to
+    d_t dimensions finds that subspace; the remaining source directions carry small variance.
+    """
+    rng = np.random.default_rng(seed)
+    Q = _semi_orthogonal(d_t, d_s, rng)
+    scales = np.linspace(3.0, 1.0, d_s)
+    X_s = rng.standard_normal((n, d_s)) * scales + rng.standard_normal(d_s)
+    if d_t < d_s:
+        X_s = (rng.standard_normal((n, d_t)) * np.linspace(3.0, 1.0, d_t)) @ Q
+        X_s += 0.1 * rng.standard_normal((n, d_s)) + rng.standard_normal(d_s)
+    X_t = X_s @ Q.T + rng.standard_normal(d_t) + 1e-3 * rng.standard_normal((n, d_t))
+    return X_s, X_t, Q
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_identity_map_is_exact():
+    m = identity_map(5)
+    assert np.array_equal(m.A, np.eye(5)) and np.array_equal(m.B, np.eye(5))
+    assert not m.b.any() and not m.c.any()
+    assert m.r2_forward == 1.0 and m.r2_backward == 1.0
+    v = np.random.default_rng(0).standard_normal(5).astype(np.float32)
+    assert np.array_equal(m.carry_direction(v), v)
+    assert np.array_equal(m.carry_weight(v), v)
+
+
+@pytest.mark.parametrize("method", ["ridge", "procrustes"])
+@pytest.mark.parametrize(("d_s", "d_t"), [(32, 48), (48, 32), (32, 32)])
+def test_known_map_is_recovered(method, d_s, d_t):
+    X_s, X_t, Q = _known_pair(d_s, d_t)
+    held = default_heldout(len(X_s))
+    m = fit_map(X_s, X_t, method=method, heldout=held)
+    assert m.method == method
+    assert m.A.shape == (d_t, d_s) and m.B.shape == (d_s, d_t)
+    assert m.b.shape == (d_t,) and m.c.shape == (d_s,)
+    rng = np.random.default_rng(1)
+    # Directions are drawn from the part of source space the target can see (all of it when
+    # the target is at least as wide).
+    for d in rng.standard_normal((10, d_t)) @ Q if d_t < d_s else rng.standard_normal((10, d_s)):
+        assert _cos(m.carry_direction(d), Q @ d) > 0.99
+    for w_s in rng.standard_normal((10, d_s)):
+        w_t = m.carry_weight(w_s)
+        r = np.corrcoef(X_s[held] @ w_s, X_t[held] @ w_t)[0, 1]
+        assert r > 0.99
+    assert m.r2_forward > 0.99
+    if d_t >= d_s:  # a narrower target cannot explain the source's small private directions
+        assert m.r2_backward > 0.99
+    else:
+        assert m.r2_backward > 0.9
+
+
+def test_procrustes_carries_the_same_vector_both_ways():
+    X_s, X_t, _ = _known_pair(32, 48)
+    m = fit_map(X_s, X_t, method="procrustes")
+    np.testing.assert_array_equal(m.B, m.A.T)
+    w = np.random.default_rng(2).standard_normal(32)
+    np.testing.assert_allclose(m.carry_weight(w), m.carry_direction(w), atol=1e-6)
+    np.testing.assert_allclose(m.A.T @ m.A, np.eye(32), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["ridge", "procrustes"])
+def test_batched_carry_equals_one_at_a_time(method):
+    X_s, X_t, _ = _known_pair(32, 48)
+    m = fit_map(X_s, X_t, method=method)
+    V = np.random.default_rng(3).standard_normal((4, 32))
+    np.testing.assert_allclose(m.carry_direction(V), np.stack([m.A @ v for v in V]), rtol=1e-5)
+    np.testing.assert_allclose(m.carry_weight(V), np.stack([m.B.T @ v for v in V]), rtol=1e-5)
+
+
+def test_r2_near_zero_for_independent_activations():
+    rng = np.random.default_rng(4)
+    X_s, X_t = rng.standard_normal((2000, 16)), rng.standard_normal((2000, 24))
+    m = fit_map(X_s, X_t, method="ridge")
+    assert abs(m.r2_forward) < 0.05 and abs(m.r2_backward) < 0.05
+
+
+def test_r2_uses_held_out_rows_only():
+    X_s, X_t, _ = _known_pair(32, 48, n=300)
+    held = np.zeros(300, dtype=bool)
+    held[-60:] = True
+    X_t_bad = X_t.copy()
+    X_t_bad[held] = np.random.default_rng(5).standard_normal((60, 48))
+    good = fit_map(X_s, X_t, heldout=held)
+    bad = fit_map(X_s, X_t_bad, heldout=held)
+    np.testing.assert_allclose(good.A, bad.A)  # fitted on the same (non-held-out) rows
+    assert good.r2_forward > 0.99 and bad.r2_forward < 0.1
+
+
+def test_default_heldout_is_deterministic_twenty_percent():
+    a = default_heldout(1000)
+    assert a.dtype == bool and a.sum() == 200
+    assert np.array_equal(a, default_heldout(1000))
+    assert 0 < a[:500].sum() < 200  # spread over the rows, not a block
+
+
+def test_shape_mismatch_raises_naming_both_shapes():
+    rng = np.random.default_rng(6)
+    with pytest.raises(ValueError, match=r"\(10, 4\).*\(9, 5\)"):
+        fit_map(rng.standard_normal((10, 4)), rng.standard_normal((9, 5)))
+    with pytest.raises(ValueError, match=r"\(10,\)"):
+        fit_map(rng.standard_normal((10, 4)), rng.standard_normal((10, 5)), heldout=np.ones(9))
+    with pytest.raises(ValueError, match="method"):
+        fit_map(rng.standard_normal((10, 4)), rng.standard_normal((10, 5)), method="cca")
+    m = identity_map(4)
+    with pytest.raises(ValueError, match=r"\(3,\).*\(4, 4\)"):
+        m.carry_direction(np.ones(3))
+    with pytest.raises(ValueError, match=r"\(5,\).*\(4, 4\)"):
+        m.carry_weight(np.ones(5))
+    with pytest.raises(ValueError, match="inconsistent"):
+        LinearMap("ridge", np.ones((3, 2)), np.ones(3), np.ones((3, 2)), np.ones(2), 0.0, 0.0)
+
+
+def test_save_load_round_trip(tmp_path):
+    X_s, X_t, _ = _known_pair(32, 48, n=200)
+    maps = {
+        (3, 5): fit_map(X_s, X_t, method="ridge"),
+        (12, 18): fit_map(X_s, X_t, method="procrustes"),
+        (7, 7): identity_map(6),
+    }
+    meta = {"source": "org/model-a", "target": "org/model-b", "n_rows": 200}
+    path = tmp_path / "sub" / "maps.safetensors"
+    save_maps(path, maps, meta)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["maps.safetensors"]
+    back = load_maps(path)
+    assert set(back) == set(maps)
+    for key, m in maps.items():
+        got = back[key]
+        assert got.method == m.method
+        assert got.r2_forward == m.r2_forward and got.r2_backward == m.r2_backward
+        for part in ("A", "b", "B", "c"):
+            np.testing.assert_array_equal(getattr(got, part), getattr(m, part))
+    assert load_maps_meta(path) == meta
+    with safe_open(str(path), framework="numpy") as f:
+        assert "A/12/18" in set(f.keys())
+        assert all(isinstance(v, str) for v in f.metadata().values())
+        json.loads(f.metadata()["crossprobe_meta"])

@@ -1,0 +1,156 @@
+"""Config validation: every bad input stops the run with a message naming the key and the fix."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crossprobe.config import load_schema, validate_config
+from crossprobe.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def default():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def check(cfg, *fragments):
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    for f in fragments:
+        assert f in str(e.value), str(e.value)
+    return str(e.value)
+
+
+def test_default_config_is_valid(default):
+    run = validate_config(default)
+    assert set(run.models) == {"zoo-llama", "zoo-gpt2", "zoo-qwen3", "zoo-random"}
+    assert len(run.datasets) >= 5
+    assert run.transfer.bootstrap == 1000 and run.transfer.min_prompts == 200
+    assert len(run.pairs) == 12
+    assert run.models["zoo-llama"].source == "results/zoo/zoo-llama"
+
+
+def test_schema_gives_every_key_a_description_and_default():
+    schema = load_schema()
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{path}.{key} lacks a description"
+            walk(sub, f"{path}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{path}.*")
+
+    walk(schema, "")
+    for key, sub in schema["properties"].items():
+        assert "default" in sub, f"{key} lacks a default"
+
+
+def test_unknown_key_names_it(default):
+    default["bootstrapp"] = 10
+    check(default, "bootstrapp", "Allowed keys")
+    cfg = copy.deepcopy(default)
+    cfg.pop("bootstrapp")
+    cfg["transfer"]["bootstrp"] = 10
+    check(cfg, "transfer", "bootstrp")
+
+
+def test_wrong_type_names_the_key(default):
+    default["transfer"]["bootstrap"] = "many"
+    check(default, "transfer.bootstrap")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "has space", "", ".hidden"])
+def test_unsafe_model_names_are_refused(default, name):
+    default["models"][name] = {"zoo": {"arch": "llama", "tokenizer": "word"}}
+    check(default, "not allowed")
+
+
+def test_unsafe_dataset_name_is_refused(default):
+    default["datasets"]["a/b"] = {"builtin": "parity"}
+    check(default, "'a/b'", "not allowed")
+
+
+def test_model_needs_exactly_one_source(default):
+    default["models"]["x"] = {"path": "org/name", "zoo": {"arch": "llama", "tokenizer": "word"}}
+    check(default, "models.x", "exactly one of `path`")
+
+
+def test_model_path_neither_dir_nor_hub_id(default):
+    default["models"]["x"] = {"path": "./not/a/dir"}
+    check(default, "models.x.path", "neither an existing directory nor a hub id")
+
+
+def test_model_dir_without_config_or_tokenizer(default, tmp_path):
+    (tmp_path / "m").mkdir()
+    default["models"]["x"] = {"path": str(tmp_path / "m")}
+    check(default, "models.x.path", "config.json", "tokenizer files")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    check(default, "tokenizer files")
+
+
+def test_hub_id_shape_is_accepted(default):
+    default["models"]["qwen"] = {"path": "Qwen/Qwen3-0.6B", "revision": "main"}
+    assert validate_config(default).models["qwen"].revision == "main"
+
+
+def test_unknown_builtin_family_lists_known_ones(default):
+    default["datasets"]["x"] = {"builtin": "nonsense"}
+    check(default, "datasets.x.builtin", "larger_than")
+
+
+def test_missing_dataset_file(default):
+    default["datasets"]["x"] = {"path": "no/such/file.csv"}
+    check(default, "datasets.x.path", "does not exist")
+
+
+def test_template_without_placeholder(default):
+    default["datasets"]["parity"]["template"] = "Is it true? Answer:"
+    check(default, "datasets.parity.template", "{statement}")
+
+
+def test_answers_must_differ(default):
+    default["datasets"]["parity"]["answers"] = [" Yes", " Yes"]
+    check(default, "datasets.parity.answers")
+
+
+def test_splits_must_sum_to_one(default):
+    default["splits"] = {"train": 0.5, "align": 0.2, "test": 0.2}
+    check(default, "splits", "sum to 1")
+
+
+def test_layer_lists_must_pair(default):
+    default["models"]["zoo-llama"]["layers"] = [0, 1]
+    check(default, "models.zoo-llama.layers", "paired across models")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("probes", ["dim", "svm"], "probes.1"),
+        ("position", "first", "position"),
+        ("layers", [1.5], "layers.0"),
+    ],
+)
+def test_unknown_choices(default, key, value, fragment):
+    default[key] = value
+    check(default, fragment)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("map", "cca"), ("scope", "everywhere"), ("bootstrap", 5), ("ci", 1.5), ("ci", 0.3)],
+)
+def test_transfer_options_out_of_range(default, key, value):
+    default["transfer"][key] = value
+    check(default, f"transfer.{key}")
+
+
+def test_zoo_spec_errors_name_the_model(default):
+    default["models"]["zoo-llama"]["zoo"]["arch"] = "mamba"
+    check(default, "models.zoo-llama.zoo")

@@ -1,0 +1,107 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossprobe.transfer import (
+    CellInputs,
+    band,
+    overstatement_summary,
+    probebench_entries,
+    score_cell,
+    transfer_matrix,
+)
+
+
+def inputs(dm_s, dm_t, null, **kw):
+    d = np.ones(4)
+    base = dict(
+        carried_direction=d,
+        target_direction=d,
+        transfer_auroc=0.9,
+        source_auroc=0.9,
+        target_auroc=0.9,
+        map_r2=1.0,
+    )
+    return CellInputs(dm_source=dm_s, dm_target=dm_t, dm_null=null, **{**base, **kw})
+
+
+def test_identity_cell_is_exactly_one():
+    rng = np.random.default_rng(0)
+    dm = rng.normal(size=250)
+    res = score_cell(inputs(dm, dm, rng.normal(size=(8, 250))))
+    assert (res["pearson_ce"], res["ci_low"], res["ci_high"]) == (1.0, 1.0, 1.0)
+    assert res["cosine"] == 1.0 and res["n"] == 250
+    assert res["p_value"] == pytest.approx(1 / 9)
+
+
+def test_unrelated_effects_sit_in_the_null():
+    rng = np.random.default_rng(1)
+    res = score_cell(inputs(rng.normal(size=300), rng.normal(size=300), rng.normal(size=(32, 300))))
+    assert abs(res["pearson_ce"]) < 0.2
+    assert res["ci_low"] < 0 < res["ci_high"]
+    assert res["p_value"] > 0.05
+
+
+def test_mismatched_prompts_are_refused():
+    with pytest.raises(ValueError, match="same prompts"):
+        score_cell(inputs(np.zeros(5), np.zeros(6), np.zeros((1, 5))))
+
+
+@pytest.mark.parametrize(("rho", "name"), [(0.7, "strong"), (0.55, "partial"), (0.1, "weak")])
+def test_bands(rho, name):
+    assert band(rho) == name
+    assert band(float("nan")) == "no data"
+
+
+def table():
+    rows = []
+    for s in "ab":
+        for t in "abc":
+            rho = 1.0 if s == t else 0.5
+            for m in ("dim", "logreg"):
+                rows.append(
+                    dict(
+                        source=s,
+                        target=t,
+                        dataset="d",
+                        method=m,
+                        layer_position=0,
+                        source_layer=1,
+                        target_layer=1,
+                        n=250,
+                        pearson_ce=rho,
+                        ci_low=rho - 0.1,
+                        ci_high=rho + 0.1,
+                        null_p95=0.2,
+                        p_value=0.01,
+                        transfer_auroc=0.8,
+                        cosine=0.9,
+                        scored=True,
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def test_matrix_counts_and_no_data_cells():
+    m = transfer_matrix(table(), ["a", "b", "c"]).set_index(["source", "target"])
+    assert m.loc[("a", "a"), "band"] == "identity" and m.loc[("a", "a"), "mean_pearson_ce"] == 1
+    assert m.loc[("a", "b"), "n"] == 2 and m.loc[("a", "b"), "band"] == "partial"
+    assert m.loc[("c", "a"), "band"] == "no data" and m.loc[("c", "a"), "n"] == 0
+
+
+def test_overstatement_and_probebench():
+    o = overstatement_summary(table())
+    assert o["overstatement"] == pytest.approx((0.9 - 0.5) / 0.9)
+    entries = probebench_entries(table())
+    assert set(entries) == {"d-dim-p0", "d-logreg-p0"}
+    cells = entries["d-dim-p0"]
+    assert len(cells) == 4  # off-diagonal cells only
+    assert {
+        "probeId",
+        "sourceModel",
+        "targetModel",
+        "pearson_ce",
+        "transfer_auroc",
+        "notes",
+    } <= set(cells[0])
+    assert "n=250" in cells[0]["notes"]
