@@ -167,3 +167,14 @@ def test_save_load_round_trip(tmp_path):
         assert "A/12/18" in set(f.keys())
         assert all(isinstance(v, str) for v in f.metadata().values())
         json.loads(f.metadata()["crossprobe_meta"])
+
+
+def test_ridge_map_does_not_depend_on_activation_scale():
+    """The alpha grid is relative to the data, so scaling both sides scales nothing else."""
+    rng = np.random.default_rng(11)
+    x_s = rng.normal(size=(120, 24))
+    x_t = x_s @ rng.normal(size=(24, 20)) + rng.normal(size=(120, 20))
+    small = fit_map(x_s, x_t, method="ridge")
+    big = fit_map(1000 * x_s, 1000 * x_t, method="ridge")
+    assert np.allclose(small.A, big.A, atol=1e-4)
+    assert small.r2_forward == pytest.approx(big.r2_forward, abs=1e-6)

@@ -157,8 +157,15 @@ def fit_map(
 def _ridge(
     X: Float[np.ndarray, "row d_in"], Y: Float[np.ndarray, "row d_out"], alphas: Sequence[float]
 ) -> tuple[Float[np.ndarray, "d_out d_in"], Float[np.ndarray, " d_out"]]:
-    """Multi-output ridge ``Y ≈ X·Wᵀ + b`` with one alpha chosen by GCV."""
-    reg = RidgeCV(alphas=tuple(float(a) for a in alphas), fit_intercept=True)
+    """Multi-output ridge ``Y ≈ X·Wᵀ + b`` with one alpha chosen by GCV.
+
+    The grid is relative: each alpha is multiplied by ``n · mean feature variance`` of X (the
+    mean eigenvalue of the centred Gram matrix times d), so the same grid suits activations whose
+    norms are 1 or 1,000.
+    """
+    scale = float(len(X) * np.mean(np.var(X, axis=0)))
+    scale = scale if scale > 0 else 1.0
+    reg = RidgeCV(alphas=tuple(float(a) * scale for a in alphas), fit_intercept=True)
     reg.fit(X, Y)
     return np.atleast_2d(reg.coef_), np.atleast_1d(reg.intercept_)
 
