@@ -1,0 +1,200 @@
+"""End to end: the real Snakefile on a reduced zoo, every stage, then checks on what it wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from crossprobe.stats import pearson
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+REDUCED = {
+    "models": {
+        "llama": {
+            "zoo": {
+                "arch": "llama",
+                "tokenizer": "word",
+                "d_model": 32,
+                "steps": 150,
+                "seed": 1,
+                "families": ["larger_than", "parity"],
+            }
+        },
+        "gpt2": {
+            "zoo": {
+                "arch": "gpt2",
+                "tokenizer": "bpe",
+                "d_model": 32,
+                "steps": 150,
+                "seed": 2,
+                "families": ["larger_than", "parity"],
+            }
+        },
+        "random": {
+            "zoo": {
+                "arch": "llama",
+                "tokenizer": "word",
+                "d_model": 32,
+                "seed": 3,
+                "trained": False,
+                "families": ["larger_than", "parity"],
+            }
+        },
+    },
+    "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
+    "layers": [0.0, 1.0],
+    "transfer": {"bootstrap": 200, "null_directions": 4, "min_prompts": 200},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("run")
+    (work / "config.yaml").write_text(yaml.safe_dump(REDUCED))
+    snakemake(work)
+    return work
+
+
+def test_nothing_left_to_do_after_a_run(run):
+    res = snakemake(run, "-n")
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_generalisation_table_and_figures(run):
+    t = pd.read_csv(run / "results/tables/generalization.csv")
+    assert {
+        "model",
+        "layer",
+        "method",
+        "train_dataset",
+        "eval_dataset",
+        "auroc",
+        "accuracy",
+        "recovered_accuracy",
+    } <= set(t.columns)
+    assert len(t) == 3 * 2 * 2 * 2 * 2  # models x layers x methods x train x eval
+    for m in REDUCED["models"]:
+        assert (run / f"results/figures/generalization_{m}.png").stat().st_size > 10_000
+        assert (run / f"results/figures/generalization_{m}.pdf").exists()
+
+
+def test_activation_store_describes_itself(run):
+    from crossprobe.cache import open_store
+
+    st = open_store(run / "results/activations/gpt2/parity.zarr")
+    assert st.layers == [0, 2]
+    for key in (
+        "model",
+        "revision",
+        "layers",
+        "position",
+        "template",
+        "dtype",
+        "crossprobe_version",
+    ):
+        assert key in st.attrs
+    assert st.n_rows == len(pd.read_parquet(run / "results/datasets/parity.parquet"))
+
+
+def test_diagonal_is_identity(run):
+    t = pd.read_csv(run / "results/tables/transfer.csv")
+    diag = t[t.source == t.target]
+    assert len(diag) == 3 * 2 * 2 * 2
+    assert (diag.pearson_ce == 1).all() and (diag.ci_low == 1).all() and (diag.ci_high == 1).all()
+    assert np.allclose(diag.transfer_auroc, diag.target_auroc)
+    assert np.allclose(diag.transfer_auroc, diag.source_auroc)
+    assert np.allclose(diag.cosine, 1.0)
+
+
+def test_transfer_table_columns_and_recomputable_rho(run):
+    t = pd.read_csv(run / "results/tables/transfer.csv")
+    need = {
+        "source",
+        "target",
+        "dataset",
+        "method",
+        "source_layer",
+        "target_layer",
+        "n",
+        "pearson_ce",
+        "ci_low",
+        "ci_high",
+        "null_p95",
+        "p_value",
+        "transfer_auroc",
+        "source_auroc",
+        "target_auroc",
+        "cosine",
+        "map_r2",
+        "scored",
+    }
+    assert need <= set(t.columns)
+    assert (t.n >= 200).all() and t.scored.all()
+    off = t[t.source != t.target]
+    assert len(off) == 6 * 2 * 2 * 2
+    assert ((off.ci_low <= off.pearson_ce) & (off.pearson_ce <= off.ci_high)).all()
+    cell = off.iloc[0]
+    fx = pd.read_parquet(run / f"results/effects/cells/{cell.source}/{cell.target}.parquet")
+    sel = fx[
+        (fx.dataset == cell.dataset)
+        & (fx.method == cell.method)
+        & (fx.source_layer == cell.source_layer)
+    ]
+    assert sel.row.is_unique and len(sel) == cell.n
+    assert pearson(sel.dm_source.to_numpy(), sel.dm_target.to_numpy()) == pytest.approx(
+        cell.pearson_ce, abs=1e-5
+    )
+
+
+def test_matrix_probebench_and_figures(run):
+    m = pd.read_csv(run / "results/tables/transfer_matrix.csv")
+    assert len(m) == 9
+    assert (m[m.source == m.target].band == "identity").all()
+    entries = list((run / "results/probebench").glob("*.yaml"))
+    assert len(entries) == 2 * 2 * 2  # datasets x methods x layer positions
+    doc = yaml.safe_load(entries[0].read_text())
+    assert len(doc) == 6 and {
+        "probeId",
+        "sourceModel",
+        "targetModel",
+        "pearson_ce",
+        "transfer_auroc",
+        "notes",
+    } <= set(doc[0])
+    for name in ("transfer_matrix", "transfer_profiles", "cosine_vs_rho", "null_distribution"):
+        assert (run / f"results/figures/{name}.png").stat().st_size > 10_000
+
+
+def test_report_is_self_contained(run):
+    snakemake(run, "--report", "results/report.html")
+    html = (run / "results/report.html").read_text(errors="ignore")
+    assert "transfer_matrix.png" in html and "Pearson_CE" in html
