@@ -164,10 +164,12 @@ def _with_defaults(section: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
 
 
 def validate_config(
-    config: Mapping[str, Any], schema: Mapping[str, Any] | None = None
+    config: Mapping[str, Any], schema: Mapping[str, Any] | None = None, *, inputs: bool = True
 ) -> RunConfig:
     """Validate a raw config mapping against the schema and build the typed `RunConfig`.
 
+    With ``inputs`` (the default) the datasets, layer ranges and answer tokens are checked too
+    (`check_inputs`).
     Raises `ConfigError` with every problem found, one per line.
     """
     schema = load_schema() if schema is None else schema
@@ -203,6 +205,8 @@ def validate_config(
         splits={k: float(splits[k]) for k in ("train", "align", "test")},
         transfer=transfer,
     )
+    if inputs:
+        check_inputs(run)
     return run
 
 
@@ -218,7 +222,7 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
         _check_model_path(name, path)
     zoo = entry.get("zoo")
     if zoo is not None:
-        from crossprobe.zoo import ZooSpec
+        from crossprobe.zoo_spec import ZooSpec
 
         try:
             ZooSpec.from_dict(zoo)
@@ -292,3 +296,126 @@ def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
         template=template,
         answers=(answers[0], answers[1]),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on the inputs themselves (files, layer ranges, answer tokens, prompt floors)
+
+
+def check_inputs(run: RunConfig) -> None:
+    """Check every model and dataset the run names, before any job: one error lists them all.
+
+    Cheap by design: local model configs and tokenizers are read from their JSON files (no
+    weights, no torch); hub models are checked from the local cache when present and otherwise
+    by the first job that loads them.
+    """
+    errors: list[str] = []
+    for spec in run.datasets.values():
+        try:
+            _check_dataset(spec, run)
+        except ConfigError as e:
+            errors.append(str(e))
+    for spec in run.models.values():
+        try:
+            _check_model(spec, run)
+        except ConfigError as e:
+            errors.append(str(e))
+    if errors:
+        raise ConfigError("invalid inputs:\n  " + "\n  ".join(errors))
+
+
+def _check_dataset(spec: DatasetSpec, run: RunConfig) -> None:
+    from crossprobe.datasets import generate_builtin, read_table, validate_table, with_splits
+
+    if spec.builtin:
+        df, source = generate_builtin(spec.builtin), f"datasets.{spec.name} (built-in)"
+    else:
+        df, source = read_table(spec.path), f"datasets.{spec.name} ({spec.path})"
+    validate_table(df, source=source)
+    split = with_splits(df, run.splits)
+    positives = int(((split["split"] == "test") & (split["label"] > 0.5)).sum())
+    floor = run.transfer.min_prompts
+    if positives < floor and not run.transfer.allow_unscored:
+        raise ConfigError(
+            f"{source}: {positives} test statements with label 1, fewer than "
+            f"transfer.min_prompts={floor}; add rows, lower transfer.min_prompts, or set "
+            "transfer.allow_unscored: true to report such cells unscored."
+        )
+
+
+def _check_model(spec: ModelSpec, run: RunConfig) -> None:
+    from crossprobe.layers import resolve_layers
+
+    info = _model_info(spec)
+    if info.n_layers is not None:
+        for value in spec.layers:
+            try:
+                resolve_layers([value], info.n_layers, model=spec.name)
+            except ConfigError as e:
+                raise ConfigError(f"models.{spec.name}.layers: {e}") from None
+    for ds in run.datasets.values():
+        for answer in ds.answers:
+            if info.single_token is not None and not info.single_token(answer):
+                raise ConfigError(
+                    f"models.{spec.name}: answer {answer!r} of dataset {ds.name!r} is not exactly "
+                    f"one token in {spec.name}'s tokenizer; choose answers that are (e.g. with a "
+                    "leading space) via datasets.{ds.name}.answers."
+                )
+
+
+@dataclass(frozen=True)
+class _ModelInfo:
+    n_layers: int | None
+    single_token: Any  # Callable[[str], bool] | None
+
+
+def _model_info(spec: ModelSpec) -> _ModelInfo:
+    if spec.zoo is not None:
+        from crossprobe.zoo_spec import ZooSpec, zoo_answers
+
+        zspec = ZooSpec.from_dict(spec.zoo)
+        allowed = zoo_answers(zspec)
+        return _ModelInfo(zspec.n_layers, lambda a: a in allowed)
+    config_file = _locate(spec, "config.json")
+    tokenizer_file = _locate(spec, "tokenizer.json")
+    n_layers = _n_layers_from_json(config_file) if config_file else None
+    return _ModelInfo(n_layers, _tokenizer_check(tokenizer_file) if tokenizer_file else None)
+
+
+def _locate(spec: ModelSpec, filename: str) -> Path | None:
+    """A model file from its local directory or, for hub ids, from the local hub cache."""
+    assert spec.path is not None
+    local = Path(spec.path)
+    if local.is_dir():
+        return local / filename if (local / filename).is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec.path, filename, revision=spec.revision)
+    except Exception:  # a malformed cache must not stop planning; the job checks again
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _n_layers_from_json(path: Path) -> int | None:
+    import json
+
+    cfg = json.loads(path.read_text())
+    for section in (cfg.get("text_config") or {}, cfg):
+        for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+            if isinstance(section.get(key), int):
+                return int(section[key])
+    return None
+
+
+def _tokenizer_check(path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    unk = tok.token_to_id("<unk>")
+
+    def single(answer: str) -> bool:
+        ids = tok.encode(answer, add_special_tokens=False).ids
+        return len(ids) == 1 and ids[0] != unk
+
+    return single

@@ -7,16 +7,15 @@ model. This gives a workflow that shows real results on a laptop with no GPU and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,15 +31,17 @@ from transformers import (
 
 from crossprobe.errors import ConfigError
 from crossprobe.io import atomic_path
+from crossprobe.zoo_spec import (  # noqa: F401  (re-exported: the zoo's public interface)
+    ANSWERS,
+    ARCHS,
+    TOKENIZER_KINDS,
+    Arch,
+    TokenizerKind,
+    ZooSpec,
+    _builtin_families,
+    family_answers,
+)
 
-Arch = Literal["llama", "gpt2", "qwen3"]
-TokenizerKind = Literal["word", "bpe"]
-
-ARCHS: tuple[str, ...] = get_args(Arch)
-TOKENIZER_KINDS: tuple[str, ...] = get_args(TokenizerKind)
-
-#: Every answer a built-in family can use; each must be one token in every zoo tokenizer.
-ANSWERS: tuple[str, ...] = (" True", " False", " Yes", " No")
 #: Weight of ordinary next-token loss over the prompt, beside the answer loss (weight 1).
 PROMPT_LOSS_WEIGHT = 0.2
 #: Fraction of the steps spent on linear learning-rate warmup; cosine decay follows.
@@ -56,127 +57,6 @@ ZOO_JSON = "zoo.json"
 _WORD_SPECIALS = ("<pad>", "<unk>", "<|endoftext|>")
 _BPE_EOS = "<|endoftext|>"
 _PAD = "<pad>"
-
-
-@dataclass(frozen=True)
-class ZooSpec:
-    """One zoo model: architecture, tokenizer, size and training recipe."""
-
-    arch: Arch
-    """Decoder family: ``llama`` (rotary, RMSNorm, SwiGLU), ``gpt2`` (learned absolute
-    positions, LayerNorm, GELU) or ``qwen3`` (rotary with query/key norms)."""
-    tokenizer: TokenizerKind
-    """``word``: word-level vocabulary with a whitespace/punctuation pre-tokenizer;
-    ``bpe``: byte-level BPE trained on the corpus."""
-    n_layers: int = 3
-    """Number of decoder blocks."""
-    d_model: int = 64
-    """Residual stream width; the MLP is ``4 * d_model`` wide."""
-    n_heads: int = 4
-    """Attention heads; must divide ``d_model`` (into an even head width for rotary models)."""
-    steps: int = 1500
-    """Optimizer steps: a fixed count, so a run does the same work on any machine."""
-    lr: float = 3e-3
-    """Peak AdamW learning rate (linear warmup, then cosine decay)."""
-    batch_size: int = 64
-    """Sequences (prompt + answer) per step."""
-    init_range: float = 0.1
-    """``initializer_range`` of the config; 0.02 stays at chance for thousands of steps."""
-    seed: int = 0
-    """Seeds the weight init and the data order."""
-    families: tuple[str, ...] = ()
-    """Built-in statement families to train on; empty means all of them."""
-    trained: bool = True
-    """False: save the random-init model of the same size (same init) as a control."""
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ConfigError(f"zoo: arch {self.arch!r} is unknown; use one of {list(ARCHS)}")
-        if self.tokenizer not in TOKENIZER_KINDS:
-            raise ConfigError(
-                f"zoo: tokenizer {self.tokenizer!r} is unknown; use one of {list(TOKENIZER_KINDS)}"
-            )
-        for name in ("n_layers", "d_model", "n_heads", "steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"zoo: {name} must be a positive integer, got {value!r}")
-        for name in ("lr", "init_range"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ConfigError(f"zoo: {name} must be a positive number, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"zoo: seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.trained, bool):
-            raise ConfigError(f"zoo: trained must be true or false, got {self.trained!r}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(
-                f"zoo: n_heads={self.n_heads} does not divide d_model={self.d_model}; "
-                "choose n_heads that divides d_model"
-            )
-        if self.arch != "gpt2" and (self.d_model // self.n_heads) % 2:
-            raise ConfigError(
-                f"zoo: n_heads={self.n_heads} gives an odd head width "
-                f"{self.d_model // self.n_heads} for rotary arch {self.arch!r}; "
-                "choose n_heads so that d_model / n_heads is even"
-            )
-        families = self.families
-        if isinstance(families, str) or not isinstance(families, Iterable):
-            raise ConfigError(f"zoo: families must be a list of family names, got {families!r}")
-        families = tuple(families)
-        known = _builtin_families()
-        for fam in families:
-            if fam not in known:
-                raise ConfigError(
-                    f"zoo: families names unknown family {fam!r}; use some of {sorted(known)} "
-                    "(or leave families empty for all of them)"
-                )
-        if len(set(families)) != len(families):
-            raise ConfigError(f"zoo: families lists a family twice: {list(families)}")
-        object.__setattr__(self, "families", families)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ZooSpec:
-        """A spec from one entry of the config's ``zoo:`` mapping; unknown keys are an error."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"zoo: each model entry must be a mapping of settings, got {d!r}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ConfigError(f"zoo: unknown key(s) {unknown}; known keys are {sorted(fields)}")
-        for required in ("arch", "tokenizer"):
-            if required not in d:
-                raise ConfigError(f"zoo: key {required!r} is required (one of a model's settings)")
-        kw = dict(d)
-        for name in ("lr", "init_range"):
-            # YAML 1.1 reads ``3e-3`` (no dot) as a string; accept numeric strings.
-            if isinstance(kw.get(name), str):
-                try:
-                    kw[name] = float(kw[name])
-                except ValueError as e:
-                    raise ConfigError(f"zoo: {name} must be a number, got {d[name]!r}") from e
-        if "families" in kw and kw["families"] is None:
-            kw["families"] = ()
-        return cls(**kw)
-
-    def resolved_families(self) -> tuple[str, ...]:
-        """The families trained on: ``families``, or every built-in family when it is empty."""
-        return self.families or tuple(_builtin_families())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["families"] = list(self.families)
-        return d
-
-
-def _builtin_families() -> Mapping[str, Any]:
-    from crossprobe.datasets import FAMILIES
-
-    return FAMILIES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,24 +97,23 @@ def build_corpus(families: Iterable[str]) -> list[tuple[str, str, str]]:
     return [(e.family, e.prompt, e.answer) for e in _examples(tuple(families), test=False)]
 
 
-def family_answers(families: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """Each family's ``(positive, negative)`` answer strings."""
-    known = _builtin_families()
-    return {f: tuple(known[f].answers) for f in families}
-
-
 # ---------------------------------------------------------------------------------------------
 # Tokenizers
 
 
-def build_tokenizer(kind: TokenizerKind, texts: Iterable[str]) -> PreTrainedTokenizerFast:
-    """A word-level or byte-level BPE tokenizer fit to ``texts``; every answer is one token.
+def build_tokenizer(
+    kind: TokenizerKind, texts: Iterable[str], answers: Iterable[str] = ANSWERS
+) -> PreTrainedTokenizerFast:
+    """A word-level or byte-level BPE tokenizer fit to ``texts``; each of ``answers`` is one token.
 
     ``word``: ``WordLevel`` with a ``Whitespace`` pre-tokenizer (punctuation is its own token),
     ``<unk>``, ``<pad>`` and ``<|endoftext|>`` (bos/eos). ``bpe``: byte-level BPE
     (``add_prefix_space=False``) with ``<|endoftext|>`` (bos/eos/unk) and ``<pad>``.
     Neither adds special tokens when encoding, so a prompt encodes to its own tokens only.
+    A BPE tokenizer merges an answer into one token only if ``texts`` use it often enough;
+    otherwise this raises ``ConfigError``.
     """
+    answers = tuple(answers)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     texts = list(texts)
@@ -272,7 +151,7 @@ def build_tokenizer(kind: TokenizerKind, texts: Iterable[str]) -> PreTrainedToke
     else:
         raise ConfigError(f"zoo: tokenizer {kind!r} is unknown; use one of {list(TOKENIZER_KINDS)}")
     fast.padding_side = "right"
-    check_answers(fast, ANSWERS, kind=kind)
+    check_answers(fast, answers, kind=kind)
     return fast
 
 
@@ -549,7 +428,10 @@ def fit_zoo_model(spec: ZooSpec, *, log: Callable[[str], None] = print) -> ZooRe
     families = spec.resolved_families()
     train_ex = _examples(families, test=False)
     test_ex = _examples(families, test=True)
-    tokenizer = build_tokenizer(spec.tokenizer, [e.prompt + e.answer for e in train_ex])
+    answers = {a for pair in family_answers(families).values() for a in pair}
+    tokenizer = build_tokenizer(
+        spec.tokenizer, [e.prompt + e.answer for e in train_ex], sorted(answers)
+    )
     train_data = encode_examples(tokenizer, train_ex)
     test_data = encode_examples(tokenizer, test_ex)
     with _deterministic():
