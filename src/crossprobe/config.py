@@ -117,8 +117,9 @@ class RunConfig:
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=loader)  # noqa: S506 (a safe loader)
 
 
 def _key_path(parts: Any) -> str:

@@ -7,6 +7,7 @@ Each row's split (``train`` / ``align`` / ``test``) is a pure function of its st
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -413,6 +414,12 @@ def generate_builtin(family: str) -> pd.DataFrame:
             f"unknown built-in dataset family {family!r}; choose one of: {known}, "
             "or give a path to a .csv/.jsonl/.parquet file"
         )
+    return _generated(family).copy()
+
+
+@functools.cache
+def _generated(family: str) -> pd.DataFrame:
+    """Families are deterministic, so each is generated once per process."""
     return FAMILIES[family].generate()
 
 
