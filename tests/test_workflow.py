@@ -194,6 +194,15 @@ def test_matrix_probebench_and_figures(run):
         assert (run / f"results/figures/{name}.png").stat().st_size > 10_000
 
 
+def test_rerun_gives_byte_identical_tables(run):
+    """Refitting the maps and redoing every ablation and statistic reproduces the tables."""
+    tables = ["transfer.csv", "transfer_matrix.csv", "generalization.csv", "transfer_null.csv"]
+    before = {t: (run / "results/tables" / t).read_bytes() for t in tables}
+    snakemake(run, "--forcerun", "align", "ablate_self", "train")
+    for t in tables:
+        assert (run / "results/tables" / t).read_bytes() == before[t], t
+
+
 def test_report_is_self_contained(run):
     snakemake(run, "--report", "results/report.html")
     html = (run / "results/report.html").read_text(errors="ignore")
