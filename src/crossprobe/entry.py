@@ -474,6 +474,7 @@ def correlate(smk: Any) -> None:
     """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (source, target)."""
     from crossprobe.align import identity_map, load_maps
     from crossprobe.cache import open_store
+    from crossprobe.errors import CacheError
     from crossprobe.probes import load_probes
     from crossprobe.stats import auroc
     from crossprobe.transfer import CELL_COLUMNS, CellInputs, score_cell
@@ -497,6 +498,9 @@ def correlate(smk: Any) -> None:
         fx_t = (
             carried[carried["dataset"] == d].reset_index(drop=True) if carried is not None else None
         )
+        for other in (tgt_self, fx_t):
+            if other is not None and not np.array_equal(other["row_hash"], src_fx["row_hash"]):
+                raise CacheError(f"{d}: source and target effects cover different prompts")
         for pos, ls, lt in layer_pairs(src_store.attrs, tgt_store.attrs):
             fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
             xs, ys = _test_xy(src_store, ls)
