@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _ablate_fixtures import HIDDEN, PROMPTS, answer_ids, tiny_gpt2, tiny_llama, tiny_tokenizer
+from _ablate_fixtures import (
+    HIDDEN,
+    INIT_STD,
+    PROMPTS,
+    answer_ids,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_tokenizer,
+)
 
 from crossprobe.ablate import (
     ablation_effects,
@@ -283,3 +291,153 @@ def test_random_directions_are_unit_and_deterministic():
     assert np.array_equal(a, random_directions(HIDDEN, 7, seed=3))
     assert not np.allclose(a, random_directions(HIDDEN, 7, seed=4))
     assert random_directions(HIDDEN, 0, seed=3).shape == (0, HIDDEN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fan-out: blocks below the ablated layer run once per prompt batch
+
+FANOUT_ARCHS = [
+    "LlamaConfig",
+    "Qwen2Config",
+    "Qwen3Config",
+    "MistralConfig",
+    "Gemma2Config",
+    "Gemma3TextConfig",
+    "GPT2Config",
+    "GPTNeoXConfig",
+    "Phi3Config",
+]
+
+
+@pytest.fixture(scope="module", params=FANOUT_ARCHS)
+def arch_model(request):
+    import transformers as T
+    from _tiny import tiny_model
+
+    # Sliding windows shorter than the longest prompt, so Gemma's per-layer masks differ.
+    extra = {"sliding_window": 4} if request.param.startswith("Gemma") else {}
+    return tiny_model(getattr(T, request.param), initializer_range=INIT_STD, **extra)
+
+
+@pytest.fixture(scope="module")
+def word_tok():
+    from _tiny import tiny_tokenizer as tiny_word_tokenizer
+
+    return tiny_word_tokenizer()
+
+
+FANOUT_PROMPTS = [
+    "the cat is big",
+    "sky",
+    "the dog is not a small red fish in the sea of london",
+    "paris is the capital of france",
+    "water is wet",
+    "snow is white and the night is dark",
+    "fire",
+]
+
+
+@pytest.mark.parametrize("scope", ["layer", "from_layer"])
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_fanout_equals_full_forward_passes(arch_model, word_tok, scope, layer, caplog):
+    answers = (word_tok.convert_tokens_to_ids("True"), word_tok.convert_tokens_to_ids("False"))
+    d = np.random.default_rng(layer).standard_normal((5, 32)).astype(np.float32)
+    d[2] = 0.0
+    kw = {"scope": scope, "batch_size": 3}
+    with caplog.at_level("WARNING", logger="crossprobe.ablate"):
+        fast = ablation_effects(arch_model, word_tok, FANOUT_PROMPTS, answers, layer, d, **kw)
+    assert not caplog.records, caplog.text  # no fall-back: the replay was verified
+    slow = ablation_effects(
+        arch_model, word_tok, FANOUT_PROMPTS, answers, layer, d, fanout=False, **kw
+    )
+    assert fast.shape == (5, len(FANOUT_PROMPTS)) and fast.dtype == np.float32
+    assert np.all(fast[2] == 0.0)
+    assert np.abs(slow).max() > 1e-3  # effects far above float rounding
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+
+
+def test_fanout_single_prompt_and_given_clean(model, tok):
+    answers = answer_ids(tok)
+    d = _directions(3)
+    for prompts in (PROMPTS[:1], PROMPTS):
+        clean = token_margins(model, tok, prompts, answers, batch_size=4)
+        fast = ablation_effects(model, tok, prompts, answers, 1, d, batch_size=4, clean=clean)
+        slow = ablation_effects(model, tok, prompts, answers, 1, d, batch_size=4, fanout=False)
+        np.testing.assert_allclose(fast, slow, atol=1e-5)
+
+
+def test_fanout_skips_blocks_below_the_layer(tok):
+    model = tiny_llama(n_layers=4)
+    answers = answer_ids(tok)
+    blocks = decoder_blocks(model)
+    calls = [0] * len(blocks)
+
+    def counter(i):
+        def hook(_m, _a, _o):
+            calls[i] += 1
+
+        return hook
+
+    d = _directions(4)
+    with forward_hooks((b, counter(i)) for i, b in enumerate(blocks)):
+        ablation_effects(model, tok, PROMPTS, answers, 2, d, batch_size=len(PROMPTS))
+    # One clean pass through every block, one verification replay and one fan-out replay of
+    # the blocks above layer 2; the blocks up to layer 2 run once.
+    assert calls == [1, 1, 1, 3]
+
+
+def test_fanout_falls_back_when_replay_is_wrong(model, tok, monkeypatch, caplog):
+    import crossprobe.ablate as ab
+
+    answers = answer_ids(tok)
+    d = _directions(3)
+    slow = ablation_effects(model, tok, PROMPTS, answers, 0, d, fanout=False)
+    # A norm that is not the model's: the verification must catch it.
+    monkeypatch.setattr(ab, "final_norm", lambda m: torch.nn.Identity())
+    with caplog.at_level("WARNING", logger="crossprobe.ablate"):
+        got = ablation_effects(model, tok, PROMPTS, answers, 0, d)
+    assert "fan-out" in caplog.text
+    np.testing.assert_allclose(got, slow, atol=1e-5)
+
+
+def test_final_norm_is_found():
+    import transformers as T
+    from _tiny import tiny_model
+
+    from crossprobe.ablate import final_norm
+
+    expected = {
+        "LlamaConfig": lambda m: m.model.norm,
+        "GPT2Config": lambda m: m.transformer.ln_f,
+        "GPTNeoXConfig": lambda m: m.gpt_neox.final_layer_norm,
+        "Gemma3TextConfig": lambda m: m.model.norm,
+    }
+    for arch, where in expected.items():
+        m = tiny_model(getattr(T, arch))
+        assert final_norm(m) is where(m)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scope", ["layer", "from_layer"])
+def test_fanout_equals_full_forward_passes_on_cuda(tok, scope, caplog):
+    answers = answer_ids(tok)
+    d = _directions(6)
+    cpu = ablation_effects(tiny_llama(), tok, PROMPTS, answers, 1, d, scope=scope)
+    model = tiny_llama().to("cuda")
+    with caplog.at_level("WARNING", logger="crossprobe.ablate"):
+        fast = ablation_effects(model, tok, PROMPTS, answers, 1, d, scope=scope, batch_size=4)
+    assert not caplog.records, caplog.text
+    slow = ablation_effects(
+        model, tok, PROMPTS, answers, 1, d, scope=scope, batch_size=4, fanout=False
+    )
+    np.testing.assert_allclose(fast, slow, atol=1e-4)
+    np.testing.assert_allclose(fast, cpu, atol=1e-4)
+    # bfloat16: the replay still verifies, and agrees with the slow path within bf16 rounding.
+    model = model.to(torch.bfloat16)
+    with caplog.at_level("WARNING", logger="crossprobe.ablate"):
+        fast = ablation_effects(model, tok, PROMPTS, answers, 1, d, scope=scope, batch_size=4)
+    assert not caplog.records, caplog.text
+    slow = ablation_effects(
+        model, tok, PROMPTS, answers, 1, d, scope=scope, batch_size=4, fanout=False
+    )
+    np.testing.assert_allclose(fast, slow, atol=0.05 * float(np.abs(slow).max()) + 1e-2)

@@ -206,3 +206,16 @@ def test_gemma3_multimodal_wrapper():
     tok = tiny_tokenizer()
     got = extract_activations(model, tok, PROMPTS[:3], [0, 1], batch_size=2)
     np.testing.assert_allclose(got, _reference(model, tok, PROMPTS[:3], [0, 1]), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["LlamaConfig", "GPT2Config"])
+def test_bf16_on_cuda_matches_float32_on_cpu(arch):
+    model = tiny_model(getattr(T, arch))
+    tok = tiny_tokenizer()
+    ref = extract_activations(model, tok, PROMPTS, [0, 1], batch_size=3)
+    gpu = model.to(device="cuda", dtype=torch.bfloat16)
+    got = extract_activations(gpu, tok, PROMPTS, [0, 1], batch_size=3)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    # bfloat16 keeps 8 bits of mantissa: a few parts in a thousand per op, a few ops deep.
+    np.testing.assert_allclose(got, ref, atol=0.05 * float(np.abs(ref).max()))

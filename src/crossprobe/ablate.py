@@ -7,13 +7,21 @@ of a direction on a prompt is ``Δm = m_ablated − m_clean``.
 
 Many directions share one forward pass: the prompt batch is repeated ``K`` times and copy ``k``
 is ablated along direction ``k``.
+
+The blocks below the ablated layer compute the same thing for every direction, so by default
+(``fanout=True``) they run once per prompt batch: a clean pass records block ℓ's output and the
+exact arguments the model passes to every later block, and only blocks ℓ+1 … L−1, the final norm
+and the output head run on the ``K``-fold batch, with the recorded arguments repeated along the
+batch. The replay is checked against the model's own clean logits on the first batch; a model
+whose forward pass it does not reproduce falls back to full forward passes with a logged warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -21,12 +29,15 @@ from jaxtyping import Float, Int
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crossprobe.models import (
+    _text_config,
     block_output_tensor,
     decoder_blocks,
     hidden_size,
     last_token_index,
     replace_block_output,
 )
+
+log = logging.getLogger(__name__)
 
 Scope = Literal["layer", "from_layer"]
 
@@ -61,13 +72,19 @@ def _ablation_hook(u: Float[torch.Tensor, "k d"]):
             )
         if x.device not in cache:
             cache[x.device] = u.to(x.device)
-        uk = cache[x.device]
-        x32 = x.to(torch.float32).reshape(k, x.shape[0] // k, x.shape[1], d)
-        proj = torch.einsum("kbtd,kd->kbt", x32, uk)
-        new = (x32 - proj.unsqueeze(-1) * uk[:, None, None, :]).reshape(x.shape).to(x.dtype)
-        return replace_block_output(output, new)
+        return replace_block_output(output, _ablate(x, cache[x.device]))
 
     return hook
+
+
+def _ablate(
+    x: Float[torch.Tensor, "kb seq d"], u: Float[torch.Tensor, "k d"]
+) -> Float[torch.Tensor, "kb seq d"]:
+    """Copy ``k`` of ``x`` (rows ``k·B … (k+1)·B − 1``) minus its component along ``u[k]``."""
+    k, d = u.shape
+    x32 = x.to(torch.float32).reshape(k, x.shape[0] // k, x.shape[1], d)
+    proj = torch.einsum("kbtd,kd->kbt", x32, u)
+    return (x32 - proj.unsqueeze(-1) * u[:, None, None, :]).reshape(x.shape).to(x.dtype)
 
 
 @contextmanager
@@ -236,6 +253,200 @@ def token_margins(
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Fan-out: the blocks below the ablated layer run once per prompt batch
+
+# Names of the final norm on the module that holds the decoder blocks.
+_FINAL_NORM_NAMES: tuple[str, ...] = ("norm", "ln_f", "final_layer_norm", "final_norm", "norm_f")
+
+
+def final_norm(model: PreTrainedModel) -> torch.nn.Module | None:
+    """The norm applied to the last block's output before the output head, if the model has one.
+
+    It is looked up beside the decoder blocks (``model.model.norm`` for Llama-like models,
+    ``transformer.ln_f`` for GPT-2, ``gpt_neox.final_layer_norm`` for GPT-NeoX, the language
+    model's ``norm`` inside multimodal wrappers). The fan-out replay is verified against the
+    model's own logits, so a wrong guess falls back to full forward passes instead of wrong
+    numbers.
+    """
+    blocks = decoder_blocks(model)
+    for module in model.modules():
+        if any(child is blocks for child in module.children()):
+            for name in _FINAL_NORM_NAMES:
+                norm = getattr(module, name, None)
+                if isinstance(norm, torch.nn.Module):
+                    return norm
+            return None
+    return None
+
+
+class _CleanPass(NamedTuple):
+    """What one clean pass over a prompt batch leaves for the fan-out."""
+
+    x: Float[torch.Tensor, "batch seq d"]
+    """Output of the ablated block."""
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    """Positional and keyword arguments the model passed to each later block."""
+    logits: Float[torch.Tensor, "batch vocab"]
+    """Clean logits at each row's last prompt token."""
+
+
+class _ReplayError(RuntimeError):
+    """The recorded forward pass cannot be replayed for this model."""
+
+
+def _clean_pass(
+    model: PreTrainedModel, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> _CleanPass:
+    """Run the model once, recording block ``layer``'s output and every later block's inputs."""
+    blocks = decoder_blocks(model)
+    outputs: list[torch.Tensor] = []
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def record_output(module: torch.nn.Module, args: Any, output: Any) -> None:
+        outputs.append(block_output_tensor(output))
+
+    def record_inputs(
+        module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        calls.append((tuple(args), dict(kwargs)))
+
+    handles = [blocks[layer].register_forward_hook(record_output)]
+    try:
+        for block in blocks[layer + 1 :]:
+            handles.append(block.register_forward_pre_hook(record_inputs, with_kwargs=True))
+        logits = _last_logits(model, input_ids, attention_mask)
+    finally:
+        for h in handles:
+            h.remove()
+    if len(outputs) != 1 or len(calls) != len(blocks) - layer - 1:
+        raise _ReplayError(
+            f"block {layer} ran {len(outputs)} times and the {len(blocks) - layer - 1} later "
+            f"blocks {len(calls)} times in one forward pass; expected once each"
+        )
+    return _CleanPass(outputs[0], calls, logits)
+
+
+def _repeat_rows(obj: Any, b: int, k: int, memo: dict[int, Any]) -> Any:
+    """``obj`` with every tensor whose leading dimension is the batch ``b`` repeated ``k`` times.
+
+    Tensors shared by the batch (leading dimension 1, e.g. rotary tables) broadcast as they are;
+    tuples, lists and dicts are walked. ``memo`` keeps one copy of a tensor shared by blocks.
+    """
+    if isinstance(obj, torch.Tensor):
+        if obj.ndim == 0 or obj.shape[0] != b:
+            return obj
+        key = id(obj)
+        if key not in memo:
+            memo[key] = obj.repeat(k, *([1] * (obj.ndim - 1)))
+        return memo[key]
+    if isinstance(obj, tuple):
+        items = [_repeat_rows(o, b, k, memo) for o in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    if isinstance(obj, list):
+        return [_repeat_rows(o, b, k, memo) for o in obj]
+    if isinstance(obj, dict):
+        return {key: _repeat_rows(v, b, k, memo) for key, v in obj.items()}
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.dtype, torch.device)):
+        return obj
+    if hasattr(obj, "get_seq_length"):  # a key/value cache: the replay cannot share it
+        raise _ReplayError(f"a decoder block received a {type(obj).__name__}")
+    return obj
+
+
+def _with_hidden(
+    args: tuple[Any, ...], kwargs: dict[str, Any], h: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The block's arguments with its input hidden state replaced by ``h``."""
+    if args and isinstance(args[0], torch.Tensor):
+        return (h, *args[1:]), kwargs
+    if isinstance(kwargs.get("hidden_states"), torch.Tensor):
+        return args, {**kwargs, "hidden_states": h}
+    raise _ReplayError("cannot find the hidden state among a decoder block's arguments")
+
+
+def _logit_softcap(model: PreTrainedModel) -> float | None:
+    cap = getattr(_text_config(model.config), "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def _replay(
+    model: PreTrainedModel,
+    layer: int,
+    rec: _CleanPass,
+    last: Int[torch.Tensor, " batch"],
+    u: Float[torch.Tensor, "k d"],
+    scope: Scope,
+    norm: torch.nn.Module | None,
+) -> Float[torch.Tensor, "kb vocab"]:
+    """Last-token logits of the ``K``-fold batch, copy ``k`` ablated along ``u[k]``.
+
+    Only blocks ``layer + 1 …`` run, each with the arguments the model gave it in the clean
+    pass, repeated along the batch.
+    """
+    blocks = decoder_blocks(model)
+    head = model.get_output_embeddings()
+    if head is None:
+        raise _ReplayError("the model has no output embedding module")
+    k, b = u.shape[0], rec.x.shape[0]
+    u = u.to(rec.x.device)
+    h = _ablate(rec.x.repeat(k, 1, 1), u)
+    memo: dict[int, Any] = {}
+    for block, (args, kwargs) in zip(blocks[layer + 1 :], rec.calls, strict=True):
+        args, kwargs = _with_hidden(
+            _repeat_rows(args, b, k, memo), _repeat_rows(kwargs, b, k, memo), h
+        )
+        h = block_output_tensor(block(*args, **kwargs))
+        if h.device != u.device:
+            u = u.to(h.device)
+        if scope == "from_layer":
+            h = _ablate(h, u)
+    rows = torch.arange(h.shape[0], device=h.device)
+    h = h[rows, last.to(h.device).repeat(k)].unsqueeze(1)
+    if norm is not None:
+        h = norm(h)
+    logits = head(h)[:, -1]
+    cap = _logit_softcap(model)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _replay_matches(
+    model: PreTrainedModel,
+    layer: int,
+    rec: _CleanPass,
+    last: torch.Tensor,
+    norm: torch.nn.Module | None,
+) -> str | None:
+    """``None`` if an unablated two-fold replay gives the clean logits, else why not."""
+    zero = torch.zeros(2, rec.x.shape[-1], dtype=torch.float32)
+    try:
+        got = _replay(model, layer, rec, last, zero, "from_layer", norm).float()
+    except Exception as e:  # noqa: BLE001 - any failure means: use full forward passes
+        return f"{type(e).__name__}: {e}"
+    want = rec.logits.float().repeat(2, 1)
+    if got.shape != want.shape:
+        return f"replayed logits have shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    tol = 1e-3 if rec.logits.dtype == torch.float32 else 5e-2
+    err = float((got - want).abs().max())
+    scale = max(1.0, float(want.abs().max()))
+    if not err <= tol * scale:
+        return f"replayed logits differ from the model's by up to {err:.3g} (scale {scale:.3g})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects
+
+
+def _margins(
+    logits: Float[torch.Tensor, "rows vocab"], answers: tuple[int, int]
+) -> Float[np.ndarray, " rows"]:
+    zero = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return margin_from_logits(logits.unsqueeze(1), zero, answers).cpu().numpy()
+
+
 def ablation_effects(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -247,11 +458,16 @@ def ablation_effects(
     scope: Scope = "layer",
     batch_size: int = 32,
     clean: Float[np.ndarray, " prompt"] | None = None,
+    fanout: bool = True,
 ) -> Float[np.ndarray, "k prompt"]:
     """``Δm[k, i] = m_ablated(directions[k])[i] − m_clean[i]``, float32.
 
     Each forward pass holds at most ``batch_size · 8`` rows (directions × prompts).
     ``clean`` reuses margins from :func:`token_margins` on the same prompts.
+
+    With ``fanout`` (the default) the blocks up to ``layer`` run once per prompt batch and only
+    the later blocks run once per direction (see the module docstring); ``fanout=False`` runs
+    the whole model for every direction. Both give the same effects up to float rounding.
     """
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
@@ -262,13 +478,23 @@ def ablation_effects(
             f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
             f"{d_model}: expected [k, {d_model}]"
         )
-    if clean is None:
+    n_blocks = len(decoder_blocks(model))
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+    if not 0 <= layer < n_blocks:
+        raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+    if scope not in ("layer", "from_layer"):
+        raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
+    layer = int(layer)
+    if clean is not None:
+        clean = np.asarray(clean, dtype=np.float32)
+        if clean.shape != (len(prompts),):
+            raise ValueError(
+                f"clean margins of shape {clean.shape} do not match {len(prompts)} prompts"
+            )
+    elif not fanout:
         clean = token_margins(model, tokenizer, prompts, answers, batch_size=batch_size)
-    clean = np.asarray(clean, dtype=np.float32)
-    if clean.shape != (len(prompts),):
-        raise ValueError(
-            f"clean margins of shape {clean.shape} do not match {len(prompts)} prompts"
-        )
+    clean_out = np.empty(len(prompts), dtype=np.float32) if clean is None else clean
     # A zero direction ablates nothing: its effect is exactly 0 and it needs no forward pass
     # (a pass with another batch shape can differ from the clean one by float rounding).
     live = torch.nonzero(u.abs().sum(1) > 0).flatten()
@@ -276,22 +502,65 @@ def ablation_effects(
     k_total = u_live.shape[0]
     max_rows = batch_size * ROWS_PER_BATCH_FACTOR
     ablated = np.empty((k_total, len(prompts)), dtype=np.float32)
+    norm = final_norm(model) if fanout else None
+    verified = False
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
             n = len(ids)
+            sl = slice(start, start + n)
             group = max(1, max_rows // n)
+            rec = None
+            if fanout:
+                try:
+                    rec = _clean_pass(model, layer, ids, mask)
+                except _ReplayError as e:
+                    fanout = _fall_back(model, str(e))
+            last = last_token_index(mask)
+            if rec is not None and not verified and k_total > 0:
+                why = _replay_matches(model, layer, rec, last, norm)
+                if why is None:
+                    verified = True
+                else:
+                    fanout, rec = _fall_back(model, why), None
+            if clean is None:
+                logits = rec.logits if rec is not None else _last_logits(model, ids, mask)
+                clean_out[sl] = _margins(logits, answers)
             for k0 in range(0, k_total, group):
                 uk = u_live[k0 : k0 + group]
                 kk = uk.shape[0]
-                with directional_ablation(model, layer, uk, scope=scope):
-                    logits = _last_logits(model, ids.repeat(kk, 1), mask.repeat(kk, 1))
-                zero = torch.zeros(kk * n, dtype=torch.long, device=logits.device)
-                m = margin_from_logits(logits.unsqueeze(1), zero, answers)
-                ablated[k0 : k0 + kk, start : start + n] = m.reshape(kk, n).cpu().numpy()
+                logits = None
+                if rec is not None:
+                    try:
+                        logits = _replay(model, layer, rec, last, uk, scope, norm)
+                    except Exception as e:
+                        if _is_oom(e):
+                            raise
+                        fanout, rec = _fall_back(model, f"{type(e).__name__}: {e}"), None
+                if logits is None:
+                    with directional_ablation(model, layer, uk, scope=scope):
+                        logits = _last_logits(model, ids.repeat(kk, 1), mask.repeat(kk, 1))
+                ablated[k0 : k0 + kk, sl] = _margins(logits, answers).reshape(kk, n)
     effects = np.zeros((u.shape[0], len(prompts)), dtype=np.float32)
-    effects[live.numpy()] = ablated - clean[None, :]
+    effects[live.numpy()] = ablated - clean_out[None, :]
     return effects
+
+
+def _is_oom(err: BaseException) -> bool:
+    from crossprobe.extract import is_oom
+
+    return is_oom(err)
+
+
+def _fall_back(model: PreTrainedModel, why: str) -> bool:
+    """Log why the fan-out is off for ``model``; returns the new ``fanout`` flag (False)."""
+    log.warning(
+        "ablation fan-out does not reproduce %s's forward pass (%s); running the whole model "
+        "for every direction instead",
+        type(model).__name__,
+        why,
+    )
+    return False
 
 
 def random_directions(d_model: int, k: int, *, seed: int) -> Float[np.ndarray, "k d_model"]:

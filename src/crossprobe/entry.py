@@ -8,6 +8,7 @@ functions of the other modules.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -51,17 +52,50 @@ def _logging_to(path: str | None) -> Iterator[None]:
 
 
 def run(smk: Any) -> None:
-    """Run the entry point named after ``smk.rule`` with its log redirected."""
+    """Run the entry point named after ``smk.rule`` with its log redirected.
+
+    The last log line is a JSON record of where the job's time went (``timings``): process
+    start-up and imports before the job, heavy imports inside it, model loading, and the rest
+    (compute and I/O). ``benchmarks/bench_workflow.py`` adds these up over a run.
+    """
     fn: Callable[[Any], None] = ENTRY_POINTS[smk.rule]
     with _logging_to(smk.log[0] if len(smk.log) else None):
         _THREADS[0] = max(1, int(smk.threads))
+        started = _process_age()
         t0 = time.perf_counter()
         log.info("crossprobe %s: rule %s, wildcards %s", __version__, smk.rule, dict(smk.wildcards))
         fn(smk)
-        log.info("done in %.2f s", time.perf_counter() - t0)
+        total = time.perf_counter() - t0
+        log.info("done in %.2f s", total)
+        work = total - TIMINGS["imports"] - TIMINGS["load"]
+        record = {"rule": smk.rule, "startup": started, **TIMINGS, "work": work}
+        log.info(
+            "timings %s",
+            json.dumps({k: v if isinstance(v, str) else round(v, 3) for k, v in record.items()}),
+        )
+
+
+def _process_age() -> float:
+    """Seconds since this process started (interpreter start-up plus imports so far)."""
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:  # psutil missing or restricted: the record just lacks start-up time
+        return float("nan")
 
 
 _THREADS = [1]
+TIMINGS: dict[str, float] = {"imports": 0.0, "load": 0.0}
+
+
+@contextlib.contextmanager
+def _timed(key: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        TIMINGS[key] += time.perf_counter() - t0
 
 
 def _torch_threads() -> None:
@@ -92,14 +126,16 @@ def _prompts(df: pd.DataFrame, template: str) -> list[str]:
 
 
 def _load(spec: ModelSpec) -> tuple[Any, Any]:
-    from crossprobe.models import load_model, load_tokenizer
+    with _timed("imports"):
+        from crossprobe.models import load_model, load_tokenizer
 
-    _torch_threads()
+        _torch_threads()
     log.info("loading %s from %s", spec.name, spec.source)
-    tok = load_tokenizer(
-        spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-    )
-    model = load_model(spec.source, **spec.load_kwargs())
+    with _timed("load"):
+        tok = load_tokenizer(
+            spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+        model = load_model(spec.source, **spec.load_kwargs())
     return model, tok
 
 
@@ -138,9 +174,10 @@ def dataset(smk: Any) -> None:
 
 def zoo(smk: Any) -> None:
     """Train (or initialise) a tiny causal LM and save it like a hub model."""
-    from crossprobe.zoo import ZooSpec, train_zoo_model
+    with _timed("imports"):
+        from crossprobe.zoo import ZooSpec, train_zoo_model
 
-    _torch_threads()
+        _torch_threads()
     spec = ZooSpec.from_dict(smk.params.zoo)
     metrics = train_zoo_model(spec, smk.output[0], log=log.info)
     log.info("metrics: %s", metrics)
@@ -543,10 +580,8 @@ def correlate(smk: Any) -> None:
                     "source_layer": ls,
                     "target_layer": lt,
                 }
-                scored = (
-                    res["n"] >= transfer["min_prompts"]
-                    and smk.params.n_models >= transfer["min_sources"]
-                )
+                # The min_sources condition needs the whole run: transfer_tables applies it.
+                scored = res["n"] >= transfer["min_prompts"]
                 cells.append({**key, **res, "scored": bool(scored)})
                 null_rows += [{**key, "null_index": j, "rho": r} for j, r in enumerate(null_rhos)]
                 prompt_rows.append(
@@ -576,6 +611,9 @@ def transfer_tables(smk: Any) -> None:
 
     table = pd.concat([pd.read_csv(p) for p in smk.input.cells], ignore_index=True)
     table = table.sort_values(["source", "target", "dataset", "method", "layer_position"])
+    table["scored"] = table["scored"].astype(bool) & (
+        len(smk.params.models) >= smk.params.min_sources
+    )
     nulls = pd.concat([pd.read_csv(p) for p in smk.input.null], ignore_index=True)
     with atomic_path(smk.output.table) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

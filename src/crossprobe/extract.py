@@ -84,17 +84,31 @@ def _check_layers(layers: Sequence[int], n: int) -> list[int]:
     return out
 
 
+def _pad_right(
+    token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+) -> BatchEncoding:
+    """Already tokenised rows, padded on the right with ``pad_id``, with their attention mask.
+
+    The same tensors :func:`encode_batch` builds, without tokenising the text again.
+    """
+    width = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for i, ids in enumerate(token_ids):
+        input_ids[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        mask[i, : len(ids)] = 1
+    return BatchEncoding({"input_ids": input_ids, "attention_mask": mask}).to(device)
+
+
 def _run_batch(
     model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    enc: BatchEncoding,
     layers: list[int],
     position: Position,
+    blocks: torch.nn.ModuleList,
 ) -> Float[np.ndarray, "row layer d_model"]:
-    enc = encode_batch(tokenizer, prompts, model_device(model))
     mask = enc["attention_mask"]
     last = last_token_index(mask)
-    blocks = decoder_blocks(model)
     deepest = max(layers)
     captured: dict[int, torch.Tensor] = {}
 
@@ -152,9 +166,21 @@ def extract_activations(
     if n == 0:
         return out
 
+    # Tokenise once: the batches are padded from these ids (on the right, whatever side the
+    # tokenizer was set to), in the same way a batched tokenizer call pads them.
     tokenizer.padding_side = "right"
-    lengths = np.array([len(ids) for ids in tokenizer(prompts)["input_ids"]])
+    token_ids = tokenizer(prompts)["input_ids"]
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        raise ConfigError(
+            "the tokenizer has no pad token: set one (e.g. its eos token) to batch prompts"
+        )
+    if any(len(ids) == 0 for ids in token_ids):
+        raise ConfigError("a prompt encodes to no tokens: remove empty prompts")
+    lengths = np.array([len(ids) for ids in token_ids])
     order = np.argsort(-lengths, kind="stable")
+    blocks = decoder_blocks(model)
+    device = model_device(model)
 
     bs = batch_size
     done = 0
@@ -167,7 +193,8 @@ def extract_activations(
         while done < n:
             idx = order[done : done + bs]
             try:
-                acts = _run_batch(model, tokenizer, [prompts[i] for i in idx], layer_ids, position)
+                enc = _pad_right([token_ids[i] for i in idx], pad_id, device)
+                acts = _run_batch(model, enc, layer_ids, position, blocks)
             except Exception as e:
                 if not is_oom(e) or bs == 1:
                     raise

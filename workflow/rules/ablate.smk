@@ -14,6 +14,8 @@ rule ablate_self:
         "results/logs/ablate/{model}/{dataset}/self.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("ablate_self"),
     params:
         model=model_params,
         dataset=dataset_params,
@@ -34,6 +36,8 @@ rule ablate_carried:
         "results/logs/ablate/{target}/from_{source}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("ablate_carried"),
     params:
         model=lambda w: model_params(w, w.target),
         datasets=lambda w: {d: asdict(spec) for d, spec in CFG.datasets.items()},

@@ -11,6 +11,8 @@ rule align:
         "results/logs/align/{source}/{target}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("align"),
     params:
         method=CFG.transfer.map,
     script:

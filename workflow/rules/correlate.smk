@@ -13,9 +13,10 @@ rule correlate:
         "results/logs/correlate/{source}/{target}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("correlate"),
     params:
         datasets=list(CFG.datasets),
         transfer=lambda w: correlate_params(),
-        n_models=len(CFG.models),
     script:
         ENTRY

@@ -10,6 +10,8 @@ rule dataset:
         "results/logs/dataset/{dataset}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("dataset"),
     params:
         dataset=dataset_params,
         splits=CFG.splits,

@@ -11,6 +11,8 @@ rule extract:
         "results/logs/extract/{model}/{dataset}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("extract"),
     params:
         model=model_params,
         dataset=dataset_params,

@@ -17,6 +17,8 @@ rule generalise:
         "results/logs/generalise/{model}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("generalise"),
     script:
         ENTRY
 
@@ -30,5 +32,7 @@ rule generalisation_table:
         "results/logs/generalise/table.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("generalisation_table"),
     script:
         ENTRY

@@ -19,8 +19,11 @@ rule transfer_tables:
         "results/logs/plot/transfer_tables.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("transfer_tables"),
     params:
         models=list(CFG.models),
+        min_sources=CFG.transfer.min_sources,
     script:
         ENTRY
 
@@ -55,6 +58,8 @@ rule plot_transfer:
         "results/logs/plot/transfer.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("plot_transfer"),
     params:
         models=list(CFG.models),
     script:

@@ -11,6 +11,8 @@ rule train:
         "results/logs/train/{model}/{dataset}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("train"),
     params:
         probes=list(CFG.probes),
         logreg_c=CFG.logreg_c,

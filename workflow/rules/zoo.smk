@@ -8,6 +8,8 @@ rule zoo:
         "results/logs/zoo/{model}.log",
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("zoo"),
     params:
         zoo=lambda w: CFG.models[w.model].zoo,
     script:

@@ -1,0 +1,204 @@
+"""Incremental reruns: a config change reruns exactly the jobs whose outputs it changes.
+
+One real run of a tiny grid (zoo models a and b, two datasets) is shared by the module; each test
+copies it (mtimes and Snakemake's metadata included), changes the config with an extra
+`--configfile`, asserts the dry run's job list exactly, and for the changes that are cheap to
+rerun, runs the workflow and asserts that no output outside those jobs was rewritten.
+
+Every job costs several seconds of Python imports here, so the changes that rerun a whole model
+(a zoo seed) or every pair (a new dataset) are checked by their dry run only; adding a model, the
+main case, and a bootstrap change are run for real.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+AGGREGATES = {"generalisation_table", "transfer_tables", "plot_transfer", "all"}
+
+
+def _zoo(arch: str, tokenizer: str, seed: int) -> dict:
+    return {"zoo": {"arch": arch, "tokenizer": tokenizer, "seed": seed, "steps": 20, "d_model": 32}}
+
+
+BASE = {
+    "models": {"a": _zoo("llama", "word", 1), "b": _zoo("gpt2", "bpe", 2)},
+    "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
+    "transfer": {"min_prompts": 50, "bootstrap": 100, "null_directions": 2},
+}
+MODELS, DATASETS = list(BASE["models"]), list(BASE["datasets"])
+
+Job = tuple[str, frozenset]
+
+
+def _snakemake(workdir: Path, *args: str, extra: Path | None = None) -> str:
+    configs = [str(workdir / "config.yaml")] + ([str(extra)] if extra else [])
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir)]
+    cmd += ["--configfile", *configs, "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    if proc.returncode:
+        pytest.fail(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{out[-5000:]}")
+    return out
+
+
+def _plan(workdir: Path, extra: Path | None = None) -> tuple[set[Job], set[str]]:
+    """Jobs of a dry run as (rule, wildcards), and every output and log path they write."""
+    out = _snakemake(workdir, "-n", extra=extra)
+    jobs, paths, rule, wildcards = set(), set(), None, {}
+
+    def close() -> None:
+        if rule is not None:
+            jobs.add((rule, frozenset(wildcards.items())))
+
+    for line in out.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            close()
+            rule, wildcards = m.group(1), {}
+            continue
+        m = re.match(r"^\s+(wildcards|output|log): (.*)$", line)
+        if m and rule is not None:
+            if m.group(1) == "wildcards":
+                wildcards = dict(kv.split("=", 1) for kv in m.group(2).split(", "))
+            else:
+                paths.update(p.strip() for p in m.group(2).split(", "))
+    close()
+    return jobs, paths
+
+
+def _job(rule: str, **wildcards: str) -> Job:
+    return (rule, frozenset(wildcards.items()))
+
+
+def _mtimes(workdir: Path) -> dict[str, int]:
+    root = workdir / "results"
+    return {
+        str(p.relative_to(workdir)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
+    }
+
+
+def _written_by(path: str, outputs: set[str]) -> bool:
+    """Whether a planned job writes `path`: an output, a file in an output directory, or a
+    sibling format of an output figure (plots save a .pdf beside each declared .png)."""
+    stem = str(Path(path).with_suffix(""))
+    return any(
+        path == o or path.startswith(o.rstrip("/") + "/") or str(Path(o).with_suffix("")) == stem
+        for o in outputs
+    )
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _rerun_and_check(workdir: Path, extra: Path, paths: set[str]) -> None:
+    """Run with the changed config; every file not written by a planned job keeps its mtime."""
+    before = _mtimes(workdir)
+    _snakemake(workdir, extra=extra)
+    after = _mtimes(workdir)
+    rewritten = {p for p in before if p in after and after[p] != before[p]}
+    assert not {p for p in rewritten if not _written_by(p, paths)}
+    assert not {p for p in before if p not in after}
+    assert _plan(workdir, extra)[0] == set(), "the changed config is not up to date after its run"
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("base")
+    _write(workdir / "config.yaml", BASE)
+    _snakemake(workdir)
+    return workdir
+
+
+@pytest.fixture
+def workdir(base_run, tmp_path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(base_run, dst, symlinks=True)
+    return dst
+
+
+def test_copy_of_a_finished_run_is_up_to_date(workdir):
+    assert _plan(workdir)[0] == set()
+
+
+def test_adding_a_model_runs_only_its_jobs(workdir):
+    extra = _write(workdir / "add_model.yaml", {"models": {"c": _zoo("qwen3", "bpe", 3)}})
+    jobs, paths = _plan(workdir, extra)
+    new, old = "c", MODELS
+    expected = {_job("zoo", model=new), _job("generalise", model=new)}
+    for d in DATASETS:
+        expected |= {_job(r, model=new, dataset=d) for r in ("extract", "train", "ablate_self")}
+    for m in old:
+        for s, t in ((m, new), (new, m)):
+            expected |= {_job(r, source=s, target=t) for r in ("align", "correlate")}
+            expected.add(_job("ablate_carried", source=s, target=t))
+    expected.add(_job("correlate", source=new, target=new))
+    expected |= {_job(r) for r in AGGREGATES}
+
+    # correlate's `n_models` param (the min_sources rule) changes with the model count, so
+    # every existing pair is rescored; that is the only allowed extra.
+    extra_jobs = jobs - expected
+    rescored = {_job("correlate", source=s, target=t) for s in old for t in old}
+    assert extra_jobs <= rescored, sorted(extra_jobs - rescored)
+    assert expected <= jobs, sorted(expected - jobs)
+    _rerun_and_check(workdir, extra, paths)
+    if extra_jobs:
+        pytest.xfail(
+            "adding a model reruns every existing correlate job: its `n_models` param changes; "
+            "scoring by min_sources belongs in transfer_tables"
+        )
+
+
+def test_bootstrap_change_reruns_only_correlate_and_aggregates(workdir):
+    extra = _write(workdir / "bootstrap.yaml", {"transfer": {"bootstrap": 200}})
+    jobs, paths = _plan(workdir, extra)
+    expected = {_job("correlate", source=s, target=t) for s in MODELS for t in MODELS}
+    expected |= {_job(r) for r in ("transfer_tables", "plot_transfer", "all")}
+    assert jobs == expected
+    _rerun_and_check(workdir, extra, paths)
+
+
+def test_model_change_reruns_only_that_model(workdir):
+    """A per-model setting (here the zoo seed; `revision` for hub models) reruns only its jobs."""
+    extra = _write(workdir / "seed.yaml", {"models": {"b": {"zoo": {"seed": 5}}}})
+    jobs, _ = _plan(workdir, extra)
+    changed, other = "b", "a"
+    expected = {_job("zoo", model=changed), _job("generalise", model=changed)}
+    for d in DATASETS:
+        expected |= {_job(r, model=changed, dataset=d) for r in ("extract", "train", "ablate_self")}
+    for s, t in ((other, changed), (changed, other)):
+        expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried", "correlate")}
+    expected.add(_job("correlate", source=changed, target=changed))
+    expected |= {_job(r) for r in AGGREGATES}
+    assert jobs == expected
+
+
+def test_adding_a_dataset_keeps_existing_extraction_and_probes(workdir):
+    """Maps pool the align rows of every dataset, so every pair is refit; nothing per-dataset is."""
+    extra = _write(workdir / "dataset.yaml", {"datasets": {"category": {"builtin": "category"}}})
+    jobs, _ = _plan(workdir, extra)
+    new = "category"
+    expected = {_job("dataset", dataset=new)}
+    for m in MODELS:
+        expected |= {_job(r, model=m, dataset=new) for r in ("extract", "train", "ablate_self")}
+        expected.add(_job("generalise", model=m))
+    for s in MODELS:
+        for t in MODELS:
+            expected.add(_job("correlate", source=s, target=t))
+            if s != t:
+                expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried")}
+    expected |= {_job(r) for r in AGGREGATES}
+    assert jobs == expected

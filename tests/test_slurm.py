@@ -1,0 +1,202 @@
+"""The workflow on a real SLURM cluster with `--profile profiles/slurm`, as shipped.
+
+Needs a running cluster whose partitions and GPU gres match profiles/slurm/cluster.yaml, such as
+the single-node one of `.ci/slurm/start.sh` (fake gpu:h100:2,gpu:h200:1); skipped otherwise.
+Checks from `sacct` that every model-running rule went to the GPU partition with the GPUs the
+profile sizes for it, every other rule to the CPU partition, and that the result tables equal a
+local run's.
+
+The run uses a reduced config (two tiny zoo models, two datasets): each SLURM job costs
+several seconds of scheduling and two Snakemake start-ups, so the default config is measured
+separately (BENCHMARKS.md), not here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+PROFILE = REPO / "profiles" / "slurm"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+GPU_RULES = {"zoo", "extract", "ablate_self", "ablate_carried"}
+#: Wall-clock bound of the SLURM run (the process is killed, never left hanging on sacct).
+SLURM_TIMEOUT_S = int(os.environ.get("CROSSPROBE_SLURM_TIMEOUT", "1500"))
+
+CONFIG = {
+    "models": {
+        "a": {"zoo": {"arch": "llama", "tokenizer": "word", "seed": 1, "steps": 20, "d_model": 32}},
+        "b": {"zoo": {"arch": "gpt2", "tokenizer": "bpe", "seed": 2, "steps": 20, "d_model": 32}},
+    },
+    "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
+    "transfer": {"min_prompts": 50, "bootstrap": 100, "null_directions": 2},
+}
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sbatch") is None or shutil.which("sacct") is None:
+        return False
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+        subprocess.run(
+            ["sacct", "-n", "-X", "-S", "now"], capture_output=True, timeout=20, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(s.startswith(("idle", "mixed", "allocated")) for s in out.split())
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not _cluster_up(), reason="needs sbatch and a running SLURM cluster"),
+]
+
+
+def _cluster_file(tmp: Path) -> Path:
+    """The shipped cluster.yaml, with the account of the CI cluster if one is given."""
+    site = yaml.safe_load((PROFILE / "cluster.yaml").read_text())
+    account = os.environ.get("CROSSPROBE_SLURM_ACCOUNT", "crossprobe")
+    site["account"] = account or None
+    for key in ("cpu", "gpu"):
+        name = os.environ.get(f"CROSSPROBE_{key.upper()}_PARTITION")
+        if name:
+            site["partitions"][key] = name
+    path = tmp / "cluster.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+def _run(args: list[str], workdir: Path, env: dict[str, str], timeout: int, log: Path) -> None:
+    cmd = ["timeout", "-s", "KILL", str(timeout), *SNAKEMAKE, "-s", str(SNAKEFILE)]
+    cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-60:])
+        pytest.fail(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{tail}")
+
+
+def _sacct(since: str) -> pd.DataFrame:
+    fields = ["JobID", "JobName", "Partition", "AllocTRES", "State", "Account", "Comment"]
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", since, "-o", ",".join(f"{f}%300" for f in fields)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split("|", len(fields) - 1) for line in out.splitlines() if line.strip()]
+    df = pd.DataFrame(rows, columns=fields)
+    df = df[df["JobName"].str.startswith("crossprobe")]
+    df["rule"] = df["Comment"].str.extract(r"^rule_(.+?)(?:_wildcards_.*)?$", expand=False)
+    return df
+
+
+def _gpu_requests(workdir: Path, cluster_file: Path) -> set[tuple[str, int]]:
+    """(gres type, count) of every model of the run, as resources.smk sizes them."""
+    from crossprobe.config import validate_config
+    from crossprobe.resources import Sizer, load_cluster
+
+    cfg = validate_config(yaml.safe_load((workdir / "config.yaml").read_text()))
+    sizer = Sizer(cfg, load_cluster(cluster_file))
+    return {(sizer.gpus(m).model, sizer.gpus(m).count) for m in cfg.models}
+
+
+def _tables(workdir: Path) -> dict[str, pd.DataFrame]:
+    tables = workdir / "results" / "tables"
+    names = ["generalization.csv", "transfer.csv", "transfer_matrix.csv", "transfer_null.csv"]
+    return {n: pd.read_csv(tables / n) for n in names}
+
+
+def test_workflow_on_slurm_matches_local(tmp_path):
+    cluster_file = _cluster_file(tmp_path)
+    env = {**os.environ, "CROSSPROBE_CLUSTER": str(cluster_file)}
+    site = yaml.safe_load(cluster_file.read_text())
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    for d in (local, remote):
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
+    t0 = time.perf_counter()
+    _run(
+        ["--profile", str(PROFILE), "--workflow-profile", "none", "--jobs", "8"],
+        remote,
+        env,
+        SLURM_TIMEOUT_S,
+        tmp_path / "slurm.log",
+    )
+    slurm_s = time.perf_counter() - t0
+    _run(["--cores", "2"], local, env, 1200, tmp_path / "local.log")
+    print(f"SLURM run {slurm_s:.0f} s")
+
+    jobs = _sacct(since)
+    assert not jobs.empty, "sacct shows no crossprobe job"
+    assert (jobs["State"] == "COMPLETED").all(), jobs[jobs["State"] != "COMPLETED"]
+    assert jobs["rule"].notna().all(), jobs[jobs["rule"].isna()]
+    assert (jobs["Account"] == (site["account"] or jobs["Account"])).all()
+    dry = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-s",
+            str(SNAKEFILE),
+            "--directory",
+            str(local),
+            "-n",
+            "-F",
+            "--quiet",
+            "rules",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    planned = _job_counts(dry.stdout + dry.stderr)
+    ran = jobs["rule"].value_counts().to_dict()
+    assert ran == {r: n for r, n in planned.items() if r != "all"}
+
+    gpu = jobs[jobs["rule"].isin(GPU_RULES)]
+    cpu = jobs[~jobs["rule"].isin(GPU_RULES)]
+    assert set(gpu["rule"]) == GPU_RULES
+    assert (gpu["Partition"] == site["partitions"]["gpu"]).all(), gpu
+    assert (cpu["Partition"] == site["partitions"]["cpu"]).all(), cpu
+    # Tiny zoo models fit the smallest GPU: one h100 each, and no GPU for CPU rules.
+    requests = _gpu_requests(local, cluster_file)
+    assert requests == {(site["gpus"][0]["model"], 1)}
+    ((model, count),) = requests
+    want = f"gres/gpu:{model}={count}"
+    assert gpu["AllocTRES"].str.contains(want, regex=False).all(), gpu[["rule", "AllocTRES"]]
+    assert not cpu["AllocTRES"].str.contains("gres/gpu").any(), cpu[["rule", "AllocTRES"]]
+
+    # One SLURM log per job, kept after success.
+    logs = list((remote / "results" / "logs" / "slurm").rglob("*.log"))
+    assert len(logs) == len(jobs)
+
+    for name, expected in _tables(local).items():
+        got = _tables(remote)[name]
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    """Rule -> job count from the `Job stats` table of a dry run."""
+    counts, on = {}, False
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            on, counts = True, {}
+            continue
+        if on and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
