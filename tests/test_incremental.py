@@ -148,18 +148,8 @@ def test_adding_a_model_runs_only_its_jobs(workdir):
     expected.add(_job("correlate", source=new, target=new))
     expected |= {_job(r) for r in AGGREGATES}
 
-    # correlate's `n_models` param (the min_sources rule) changes with the model count, so
-    # every existing pair is rescored; that is the only allowed extra.
-    extra_jobs = jobs - expected
-    rescored = {_job("correlate", source=s, target=t) for s in old for t in old}
-    assert extra_jobs <= rescored, sorted(extra_jobs - rescored)
-    assert expected <= jobs, sorted(expected - jobs)
+    assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
     _rerun_and_check(workdir, extra, paths)
-    if extra_jobs:
-        pytest.xfail(
-            "adding a model reruns every existing correlate job: its `n_models` param changes; "
-            "scoring by min_sources belongs in transfer_tables"
-        )
 
 
 def test_bootstrap_change_reruns_only_correlate_and_aggregates(workdir):
