@@ -64,6 +64,9 @@ def run(smk: Any) -> None:
         started = _process_age()
         t0 = time.perf_counter()
         log.info("crossprobe %s: rule %s, wildcards %s", __version__, smk.rule, dict(smk.wildcards))
+        if smk.rule in MODEL_RULES:
+            with _timed("imports"):
+                import crossprobe.models  # noqa: F401  (torch and transformers)
         fn(smk)
         total = time.perf_counter() - t0
         log.info("done in %.2f s", total)
@@ -86,6 +89,7 @@ def _process_age() -> float:
 
 
 _THREADS = [1]
+MODEL_RULES = {"zoo", "extract", "ablate_self", "ablate_carried"}
 TIMINGS: dict[str, float] = {"imports": 0.0, "load": 0.0}
 
 
