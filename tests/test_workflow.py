@@ -52,7 +52,7 @@ REDUCED = {
     },
     "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
     "layers": [0.0, 1.0],
-    "transfer": {"bootstrap": 200, "null_directions": 4, "min_prompts": 200},
+    "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200},
 }
 
 
@@ -173,6 +173,27 @@ def test_transfer_table_columns_and_recomputable_rho(run):
     assert pearson(sel.dm_source.to_numpy(), sel.dm_target.to_numpy()) == pytest.approx(
         cell.pearson_ce, abs=1e-5
     )
+
+
+def test_trained_pairs_beat_their_null_and_the_random_control_does_not(run):
+    """The zoo's known answer: larger_than's confidence grows with the numbers' distance in
+    every trained model, so ablating its mass-mean direction at the last layer changes the
+    margins of the same prompts alike (rho clearly above the random-direction null), while the
+    untrained control's direction does not."""
+    t = pd.read_csv(run / "results/tables/transfer.csv")
+    cells = t[
+        (t.source != t.target)
+        & (t.dataset == "larger_than")
+        & (t.method == "dim")
+        & (t.layer_position == t.layer_position.max())
+    ]
+    with_random = (cells.source == "random") | (cells.target == "random")
+    trained, control = cells[~with_random], cells[with_random]
+    assert len(trained) == 2 and len(control) == 4
+    assert (trained.ci_low > trained.null_p95).all(), trained
+    assert (trained.pearson_ce > 0.8).all(), trained
+    assert not (control.ci_low > control.null_p95).any(), control
+    assert control.pearson_ce.mean() < trained.pearson_ce.mean() - 0.5
 
 
 def test_matrix_probebench_and_figures(run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -203,6 +204,63 @@ def test_training_lowers_answer_loss_and_untrained_is_the_init(tmp_path, corpus)
     torch.manual_seed(123)
     init_model(spec, untrained.tokenizer)
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graded targets
+
+
+def test_larger_than_targets_follow_the_numerical_distance():
+    from crossprobe.datasets import LARGER_THAN_DISTANCE_SCALE
+    from crossprobe.zoo import _examples
+
+    df = with_splits(generate_builtin("larger_than"))
+    df = df[df["split"] != "test"].sort_values("row", kind="stable")
+    examples = [e for e in _examples(("larger_than", "parity"), test=False)]
+    graded = [e for e in examples if e.family == "larger_than"]
+    assert len(graded) == len(df)
+    for e, diff, label in zip(graded, df["diff"], df["label"], strict=True):
+        p_true = 1.0 / (1.0 + math.exp(-diff / LARGER_THAN_DISTANCE_SCALE))
+        assert e.label == label
+        assert e.answer_prob == pytest.approx(p_true if label == 1 else 1.0 - p_true)
+        assert e.answer_prob > 0.5  # the answer is always the likelier one
+    # A family without log-odds trains on its hard label.
+    assert {e.answer_prob for e in examples if e.family == "parity"} == {1.0}
+
+
+class _FixedLogits(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, input_ids, attention_mask):  # noqa: ARG002
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.logits)
+
+
+def test_graded_answer_loss_is_the_soft_cross_entropy():
+    from crossprobe.zoo import _losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 6)
+    ids = torch.tensor([[1, 2, 4, 0], [3, 5, 0, 0], [2, 2, 2, 3]])
+    plen = torch.tensor([2, 1, 3])
+    negative = torch.tensor([5, 1, 0])
+    prob = torch.tensor([0.9, 1.0, 0.6])
+    model = _FixedLogits(logits)
+    soft, _, last = _losses(model, ids, plen, negative, prob)
+    rows = torch.arange(3)
+    logp = torch.log_softmax(logits[rows, plen - 1], -1)
+    answer = ids[rows, plen]
+    expected = -(prob * logp[rows, answer] + (1 - prob) * logp[rows, negative]).mean()
+    assert torch.allclose(soft, expected)
+    assert torch.equal(last, logits[rows, plen - 1])
+    # With probability 1 everywhere it is the plain cross-entropy of the answer token.
+    hard, _, _ = _losses(model, ids, plen, negative, torch.ones(3))
+    plain, _, _ = _losses(model, ids, plen)
+    assert torch.allclose(hard, torch.nn.functional.cross_entropy(last, answer))
+    assert torch.allclose(plain, hard)
 
 
 # ---------------------------------------------------------------------------------------------

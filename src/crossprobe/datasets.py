@@ -41,6 +41,10 @@ class Family:
     template: str
     answers: tuple[str, str]
     generate: Callable[[], pd.DataFrame]
+    log_odds: Callable[[pd.DataFrame], np.ndarray] | None = None
+    """The zoo's training target for a graded family: per row, the log-odds of the positive
+    answer (the zoo is trained towards ``sigmoid(log_odds)``, so its confidence grows with the
+    evidence as a real LM's does). ``None``: train on the hard label."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +124,15 @@ def _larger_than() -> pd.DataFrame:
         if n1 != n2
     ]
     return _frame(rows, ["statement", "label", "n1", "n2", "diff", "abs_diff"])
+
+
+#: Numbers this far apart are one unit of log-odds apart in the zoo's target for larger_than.
+LARGER_THAN_DISTANCE_SCALE = 5.0
+
+
+def _larger_than_log_odds(df: pd.DataFrame) -> np.ndarray:
+    """The numerical distance effect: confidence in "n1 is larger than n2" grows with n1 - n2."""
+    return df["diff"].to_numpy(np.float64) / LARGER_THAN_DISTANCE_SCALE
 
 
 def _arithmetic() -> pd.DataFrame:
@@ -373,6 +386,7 @@ FAMILIES: dict[str, Family] = {
             TRUE_FALSE_TEMPLATE,
             TRUE_FALSE_ANSWERS,
             _larger_than,
+            _larger_than_log_odds,
         ),
         Family(
             "arithmetic",

@@ -474,8 +474,10 @@ class Sizer:
         flops_per_prompt = 2.0 * fp.n_params * PROMPT_TOKENS
         n_layers, n_methods = len(spec.layers), len(self.cfg.probes)
         if rule == "zoo":
-            z = dict(spec.zoo or {})
-            steps, batch = int(z.get("steps", 1500)), int(z.get("batch_size", 64))
+            from crossprobe.zoo_spec import ZooSpec
+
+            z = ZooSpec.from_dict(spec.zoo or {})
+            steps, batch = z.steps, z.batch_size
             forward_passes = 3.0 * steps * batch  # forward + backward
             data = 0.0
         elif rule == "extract":

@@ -71,6 +71,9 @@ class ZooExample:
     prompt: str
     answer: str
     label: int
+    answer_prob: float = 1.0
+    """Target probability of ``answer`` against the other answer: 1 for a hard label, below 1
+    for a graded family (see :attr:`crossprobe.datasets.Family.log_odds`)."""
 
 
 def _examples(families: Sequence[str], *, test: bool) -> list[ZooExample]:
@@ -85,10 +88,17 @@ def _examples(families: Sequence[str], *, test: bool) -> list[ZooExample]:
         df = with_splits(generate_builtin(name))
         keep = (df["split"] == "test") if test else (df["split"] != "test")
         df = df[keep].sort_values("row", kind="stable")
-        for statement, label in zip(df["statement"], df["label"], strict=True):
+        p_pos = (
+            1.0 / (1.0 + np.exp(-fam.log_odds(df)))
+            if fam.log_odds is not None
+            else df["label"].to_numpy(np.float64)
+        )
+        for statement, label, p in zip(df["statement"], df["label"], p_pos, strict=True):
             label = int(label)
             answer = fam.answers[0] if label == 1 else fam.answers[1]
-            out.append(ZooExample(name, format_prompt(fam.template, statement), answer, label))
+            prob = float(p) if label == 1 else 1.0 - float(p)
+            prompt = format_prompt(fam.template, statement)
+            out.append(ZooExample(name, prompt, answer, label, prob))
     return out
 
 
@@ -265,6 +275,7 @@ class Encoded:
     prompt_len: Int[torch.Tensor, " row"]
     answer_id: Int[torch.Tensor, " row"]
     negative_id: Int[torch.Tensor, " row"]
+    answer_prob: Float[torch.Tensor, " row"]
     family: tuple[str, ...]
 
 
@@ -293,6 +304,7 @@ def encode_examples(tokenizer: Any, examples: Sequence[ZooExample]) -> Encoded:
         prompt_len=torch.tensor(lengths),
         answer_id=ids[torch.arange(len(examples)), torch.tensor(lengths)],
         negative_id=torch.tensor(negatives),
+        answer_prob=torch.tensor([e.answer_prob for e in examples], dtype=torch.float32),
         family=tuple(e.family for e in examples),
     )
 
@@ -305,9 +317,18 @@ def _single_id(tokenizer: Any, answer: str) -> int:
 
 
 def _losses(
-    model: PreTrainedModel, ids: Int[torch.Tensor, "b pos"], plen: Int[torch.Tensor, " b"]
+    model: PreTrainedModel,
+    ids: Int[torch.Tensor, "b pos"],
+    plen: Int[torch.Tensor, " b"],
+    negative: Int[torch.Tensor, " b"] | None = None,
+    answer_prob: Float[torch.Tensor, " b"] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Float[torch.Tensor, "b vocab"]]:
-    """(answer loss, prompt next-token loss, logits at the last prompt position)."""
+    """(answer loss, prompt next-token loss, logits at the last prompt position).
+
+    The answer loss is the cross-entropy of the answer token; with ``answer_prob`` it is the
+    cross-entropy against the target that puts ``answer_prob`` on the answer and the rest on
+    ``negative`` (a graded family), which is the plain one where ``answer_prob`` is 1.
+    """
     width = int(plen.max()) + 1
     ids = ids[:, :width]
     pos = torch.arange(width)
@@ -315,7 +336,13 @@ def _losses(
     logits = model(input_ids=ids, attention_mask=mask).logits.float()
     rows = torch.arange(len(ids))
     last = logits[rows, plen - 1]
-    answer_loss = torch.nn.functional.cross_entropy(last, ids[rows, plen])
+    logp = torch.log_softmax(last, dim=-1)
+    answer_logp = logp[rows, ids[rows, plen]]
+    if answer_prob is None or negative is None:
+        answer_loss = -answer_logp.mean()
+    else:
+        p = answer_prob.to(logp.dtype)
+        answer_loss = -(p * answer_logp + (1 - p) * logp[rows, negative]).mean()
     # Next-token loss inside the prompt: position t predicts token t+1 for t + 1 < prompt length.
     inside = pos[None, : width - 1] < (plen[:, None] - 1)
     prompt_logits = logits[:, : width - 1][inside]
@@ -367,7 +394,13 @@ def train_model(
     every = max(1, spec.steps // 10)
     for step, rows in enumerate(_batches(len(data.input_ids), batch_size, spec.steps, spec.seed)):
         idx = torch.from_numpy(rows)
-        answer_loss, prompt_loss, _ = _losses(model, data.input_ids[idx], data.prompt_len[idx])
+        answer_loss, prompt_loss, _ = _losses(
+            model,
+            data.input_ids[idx],
+            data.prompt_len[idx],
+            data.negative_id[idx],
+            data.answer_prob[idx],
+        )
         loss = answer_loss + PROMPT_LOSS_WEIGHT * prompt_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -386,29 +419,51 @@ def train_model(
 
 @torch.no_grad()
 def evaluate(model: PreTrainedModel, data: Encoded) -> dict[str, Any]:
-    """Held-out answer accuracy (positive vs negative answer logit) per family and overall."""
+    """Held-out answer accuracy (positive vs negative answer logit) per family and overall.
+
+    For graded families, also the Pearson correlation between the answer margin and the
+    target log-odds (``test_log_odds_corr``): how far the model's confidence follows the
+    evidence.
+    """
     model.eval()
     correct = torch.zeros(len(data.input_ids), dtype=torch.bool)
     losses = torch.zeros(len(data.input_ids))
+    margins = torch.zeros(len(data.input_ids))
     for start in range(0, len(data.input_ids), EVAL_BATCH_SIZE):
         sl = slice(start, start + EVAL_BATCH_SIZE)
         ids, plen = data.input_ids[sl], data.prompt_len[sl]
         _, _, last = _losses(model, ids, plen)
         rows = torch.arange(len(ids))
         ans, neg = data.answer_id[sl], data.negative_id[sl]
-        correct[sl] = last[rows, ans] > last[rows, neg]
+        margins[sl] = last[rows, ans] - last[rows, neg]
+        correct[sl] = margins[sl] > 0
         losses[sl] = torch.nn.functional.cross_entropy(last, ans, reduction="none")
     fam = np.asarray(data.family)
     per_family = {
-        f: float(correct[torch.from_numpy(fam == f)].float().mean()) for f in dict.fromkeys(fam)
+        str(f): float(correct[torch.from_numpy(fam == f)].float().mean())
+        for f in dict.fromkeys(fam)
     }
     return {
         "test_accuracy": per_family,
         "test_accuracy_overall": float(correct.float().mean()),
         "test_accuracy_family_mean": float(np.mean(list(per_family.values()))),
         "test_answer_loss": float(losses.mean()),
-        "test_rows": {f: int((fam == f).sum()) for f in per_family},
+        "test_rows": {f: int((fam == str(f)).sum()) for f in per_family},
+        "test_log_odds_corr": _log_odds_corr(margins, data),
     }
+
+
+def _log_odds_corr(margins: torch.Tensor, data: Encoded) -> dict[str, float]:
+    fam = np.asarray(data.family)
+    p = data.answer_prob.double().clamp(1e-12, 1 - 1e-12).numpy()
+    target = np.log(p / (1 - p))
+    m = margins.double().numpy()
+    out = {}
+    for f in dict.fromkeys(fam):
+        sel = fam == f
+        if float(np.ptp(target[sel])) > 0 and float(np.ptp(m[sel])) > 0:
+            out[str(f)] = float(np.corrcoef(m[sel], target[sel])[0, 1])
+    return out
 
 
 class ZooResult(NamedTuple):

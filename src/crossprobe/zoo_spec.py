@@ -36,9 +36,9 @@ class ZooSpec:
     """Residual stream width; the MLP is ``4 * d_model`` wide."""
     n_heads: int = 4
     """Attention heads; must divide ``d_model`` (into an even head width for rotary models)."""
-    steps: int = 1500
+    steps: int = 600
     """Optimizer steps: a fixed count, so a run does the same work on any machine."""
-    lr: float = 2e-3
+    lr: float = 3e-3
     """Peak AdamW learning rate (linear warmup, then cosine decay)."""
     batch_size: int = 64
     """Sequences (prompt + answer) per step."""
