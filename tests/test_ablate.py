@@ -417,6 +417,37 @@ def test_final_norm_is_found():
         assert final_norm(m) is where(m)
 
 
+@pytest.mark.parametrize("fanout", [True, False])
+def test_oom_halves_the_batch_and_gives_the_same_effects(tok, monkeypatch, caplog, fanout):
+    import crossprobe.ablate as ab
+
+    model, answers, d = tiny_llama(), answer_ids(tok), _directions(5)
+    prompts = PROMPTS * 2
+    expected = ablation_effects(model, tok, prompts, answers, 1, d, batch_size=2, fanout=fanout)
+    real = ab._last_logits if not fanout else ab._replay
+    rows = []
+
+    def flaky(*args, **kwargs):
+        n = args[3].shape[0] * args[4].shape[0] if fanout else args[1].shape[0]
+        rows.append(n)
+        if n > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ab, "_last_logits" if not fanout else "_replay", flaky)
+    with caplog.at_level("WARNING", logger="crossprobe.ablate"):
+        got = ablation_effects(model, tok, prompts, answers, 1, d, batch_size=8, fanout=fanout)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert "retrying with batch size 4" in caplog.text and "batch size 2" in caplog.text
+    assert max(rows) > 16
+    if not fanout:  # (a replay that fails otherwise falls back to full passes instead)
+        monkeypatch.setattr(
+            ab, "_last_logits", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("assert"))
+        )
+        with pytest.raises(RuntimeError, match="assert"):  # other errors are not retried
+            ablation_effects(model, tok, prompts, answers, 1, d, batch_size=8, fanout=False)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("scope", ["layer", "from_layer"])
 def test_fanout_equals_full_forward_passes_on_cuda(tok, scope, caplog):

@@ -213,3 +213,42 @@ def test_load_model_auto_device_and_dtype_on_gpu(tmp_path):
     assert p.device.type == "cuda"
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     assert p.dtype == expected
+
+
+def test_auto_batch_size_follows_free_memory_and_prompt_length():
+    from crossprobe.models import MAX_AUTO_BATCH, auto_batch_size
+
+    cfg = tiny_config(T.LlamaConfig)
+    mib, gib = 2**20, 2**30
+    one = auto_batch_size(cfg, 64, 16 * mib, 2)
+    assert 8 < one < MAX_AUTO_BATCH // 2
+    assert auto_batch_size(cfg, 64, 32 * mib, 2) in (2 * one, 2 * one + 1)  # twice the memory
+    assert auto_batch_size(cfg, 128, 16 * mib, 2) < one  # longer prompts, fewer per pass
+    assert auto_batch_size(cfg, 64, 16 * mib, 4) < one  # float32 rows are bigger
+    assert auto_batch_size(cfg, 64, 16 * mib, 2, rows_per_prompt=8) == one // 8
+    assert auto_batch_size(cfg, 64, 0, 2) == 1  # never below one prompt
+    assert auto_batch_size(cfg, 1, 10**15, 2) == MAX_AUTO_BATCH
+    # A 8B-class config (width 4096, MLP 14336, 32 heads) in bf16 on 40 GiB free at 64 tokens.
+    big = T.LlamaConfig(hidden_size=4096, intermediate_size=14336, num_attention_heads=32)
+    per_row = 64 * (6 * 4096 + 3 * 14336) * 2 + 32 * 64**2 * 4
+    assert auto_batch_size(big, 64, 40 * gib, 2) == int(0.5 * 40 * gib // per_row)
+
+
+def test_resolve_batch_size_on_cpu():
+    from crossprobe.models import CPU_BATCH_SIZE, resolve_batch_size
+
+    model = tiny_model(T.LlamaConfig)
+    assert resolve_batch_size(model, 7, 32) == 7
+    assert resolve_batch_size(model, "auto", 32) == CPU_BATCH_SIZE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resolve_batch_size_from_free_gpu_memory():
+    from crossprobe.models import auto_batch_size, resolve_batch_size
+
+    model = tiny_model(T.LlamaConfig).to("cuda", torch.bfloat16)
+    free, _ = torch.cuda.mem_get_info()
+    got = resolve_batch_size(model, "auto", 32)
+    expected = auto_batch_size(model.config, 32, free, 2)
+    assert got >= 1 and abs(got - expected) <= max(1, expected // 10)

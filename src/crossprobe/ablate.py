@@ -462,13 +462,50 @@ def ablation_effects(
 ) -> Float[np.ndarray, "k prompt"]:
     """``Δm[k, i] = m_ablated(directions[k])[i] − m_clean[i]``, float32.
 
-    Each forward pass holds at most ``batch_size · 8`` rows (directions × prompts).
+    Each forward pass holds at most ``batch_size · 8`` rows (directions × prompts); on an
+    out-of-memory error the batch size is halved and the effects are computed again.
     ``clean`` reuses margins from :func:`token_margins` on the same prompts.
 
     With ``fanout`` (the default) the blocks up to ``layer`` run once per prompt batch and only
     the later blocks run once per direction (see the module docstring); ``fanout=False`` runs
     the whole model for every direction. Both give the same effects up to float rounding.
     """
+    while True:
+        try:
+            return _ablation_effects(
+                model,
+                tokenizer,
+                prompts,
+                answer_ids,
+                layer,
+                directions,
+                scope=scope,
+                batch_size=batch_size,
+                clean=clean,
+                fanout=fanout,
+            )
+        except Exception as e:
+            if not _is_oom(e) or batch_size <= 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            log.warning("out of memory in an ablation: retrying with batch size %d", batch_size)
+            _free_memory()
+
+
+def _ablation_effects(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answer_ids: tuple[int, int],
+    layer: int,
+    directions: Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"],
+    *,
+    scope: Scope = "layer",
+    batch_size: int = 32,
+    clean: Float[np.ndarray, " prompt"] | None = None,
+    fanout: bool = True,
+) -> Float[np.ndarray, "k prompt"]:
+    """:func:`ablation_effects` at one batch size."""
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
     u = unit_directions(directions)
@@ -550,6 +587,12 @@ def _is_oom(err: BaseException) -> bool:
     from crossprobe.extract import is_oom
 
     return is_oom(err)
+
+
+def _free_memory() -> None:
+    from crossprobe.extract import _free_memory as free
+
+    free()
 
 
 def _fall_back(model: PreTrainedModel, why: str) -> bool:

@@ -10,10 +10,10 @@ Layout of ``<model>/<dataset>.zarr``:
   ``split_names`` and finally ``complete: true``.
 
 The store is built at ``crossprobe.io.tmp_path_for(path)``. Each chunk of rows is computed,
-written, and only then marked done (one marker chunk per row chunk), so a killed build resumes
-where it stopped when called again with the same arguments and ends bit-identical to an
-uninterrupted build. A temporary store built with other arguments is discarded. The finished
-store is renamed into place.
+written (by a background thread, while the next chunk is computed), and only then marked done
+(one marker chunk per row chunk), so a killed build resumes where it stopped when called again
+with the same arguments and ends bit-identical to an uninterrupted build. A temporary store
+built with other arguments is discarded. The finished store is renamed into place.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,19 +260,31 @@ def write_store(
         )
     acts = group["activations"]
     done = group["done"]
-    for c in range(n_chunks):
-        if _chunk_done(done, c):
-            continue
-        rows = slice(c * chunk_rows, min(n_rows, (c + 1) * chunk_rows))
-        block = np.asarray(get_rows(rows), dtype=np.float32)
-        expected = (rows.stop - rows.start, len(layers), d_model)
-        if block.shape != expected:
-            raise ValueError(
-                f"extract_rows({rows.start}:{rows.stop}) gave shape {block.shape}, "
-                f"expected {expected}"
-            )
+
+    def write(rows: slice, c: int, block: np.ndarray) -> None:
         acts[rows] = block
-        done[c] = True
+        done[c] = True  # only once the chunk's data is on disk
+
+    # Chunk c is compressed and written by one background thread while chunk c + 1 is computed;
+    # at most one write is in flight, and its error (if any) surfaces before the next one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer") as writer:
+        pending: Future[None] | None = None
+        for c in range(n_chunks):
+            if _chunk_done(done, c):
+                continue
+            rows = slice(c * chunk_rows, min(n_rows, (c + 1) * chunk_rows))
+            block = np.asarray(get_rows(rows), dtype=np.float32)
+            expected = (rows.stop - rows.start, len(layers), d_model)
+            if block.shape != expected:
+                raise ValueError(
+                    f"extract_rows({rows.start}:{rows.stop}) gave shape {block.shape}, "
+                    f"expected {expected}"
+                )
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, rows, c, block)
+        if pending is not None:
+            pending.result()
 
     shutil.rmtree(tmp / "done")
     group.attrs.put(

@@ -24,6 +24,10 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 RESULTS = "results"
 
 
+#: ``batch_size: auto`` on CPU, and the nominal batch a SLURM request is sized for.
+AUTO_BATCH_SIZE = 64
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of the run."""
@@ -38,7 +42,7 @@ class ModelSpec:
     """Hub revision pinned for reproducibility."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Compute dtype."""
-    batch_size: int = 64
+    batch_size: int | Literal["auto"] = "auto"
     """Prompts per forward pass."""
     trust_remote_code: bool = False
     """Allow the model repository's own code."""
@@ -226,7 +230,9 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
         from crossprobe.zoo_spec import ZooSpec
 
         try:
-            ZooSpec.from_dict(zoo)
+            # Every setting, defaults included, in one order: the zoo job's params (and so its
+            # rerun trigger) change only when the recipe does, not with the key order.
+            zoo = ZooSpec.from_dict(zoo).to_dict()
         except ConfigError as e:
             raise ConfigError(f"models.{name}.zoo: {e}") from None
     return ModelSpec(

@@ -131,16 +131,39 @@ def _prompts(df: pd.DataFrame, template: str) -> list[str]:
 
 def _load(spec: ModelSpec) -> tuple[Any, Any]:
     with _timed("imports"):
+        import torch
+
         from crossprobe.models import load_model, load_tokenizer
+        from crossprobe.resources import device_map
 
         _torch_threads()
-    log.info("loading %s from %s", spec.name, spec.source)
+    # A job that holds several GPUs (a model larger than one) spreads the model over them.
+    dmap = device_map(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    log.info("loading %s from %s%s", spec.name, spec.source, f" (device_map={dmap})" * bool(dmap))
     with _timed("load"):
         tok = load_tokenizer(
             spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
-        model = load_model(spec.source, **spec.load_kwargs())
+        model = load_model(spec.source, device_map=dmap, **spec.load_kwargs())
     return model, tok
+
+
+def _batch_size(
+    model: Any, tok: Any, spec: ModelSpec, prompts: list[str], *, ablation: bool
+) -> int:
+    """The model's ``batch_size``, or for ``auto`` one sized from free GPU memory."""
+    from crossprobe.models import resolve_batch_size
+
+    if spec.batch_size != "auto":
+        return int(spec.batch_size)
+    from crossprobe.ablate import ROWS_PER_BATCH_FACTOR
+
+    seq_len = max((len(ids) for ids in tok(prompts)["input_ids"]), default=1)
+    bs = resolve_batch_size(
+        model, "auto", seq_len, rows_per_prompt=ROWS_PER_BATCH_FACTOR if ablation else 1
+    )
+    log.info("batch size %d (auto, prompts up to %d tokens)", bs, seq_len)
+    return bs
 
 
 def layers_by_position(spec: ModelSpec, n_layers: int) -> list[int]:
@@ -199,6 +222,7 @@ def extract(smk: Any) -> None:
     prompts = _prompts(df, ds.template)
     model, tok = _load(spec)
     answer_token_ids(tok, ds.answers, model=spec.name)
+    batch_size = _batch_size(model, tok, spec, prompts, ablation=False)
     n_layers = len(decoder_blocks(model))
     by_pos = layers_by_position(spec, n_layers)
     layers = list(dict.fromkeys(by_pos))
@@ -224,7 +248,7 @@ def extract(smk: Any) -> None:
             prompts[sl],
             layers,
             position=smk.params.position,
-            batch_size=spec.batch_size,
+            batch_size=batch_size,
             progress=True,
             desc=f"{spec.name}/{ds.name} rows {sl.start}-{sl.stop}",
         )
@@ -436,7 +460,8 @@ def ablate_self(smk: Any) -> None:
     model, tok = _load(spec)
     answers = answer_token_ids(tok, ds.answers, model=spec.name)
     probes = load_probes(smk.input.probes)
-    clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
+    batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
+    clean = token_margins(model, tok, prompts, answers, batch_size=batch_size)
     columns: dict[str, np.ndarray] = {"clean": clean}
     for layer in sorted({layer for _, layer in probes}):
         keys = sorted(k for k in probes if k[1] == layer)
@@ -453,7 +478,7 @@ def ablate_self(smk: Any) -> None:
             layer,
             dirs,
             scope=transfer["scope"],
-            batch_size=spec.batch_size,
+            batch_size=batch_size,
             clean=clean,
         )
         for i, (method, _) in enumerate(keys):
@@ -481,7 +506,8 @@ def ablate_carried(smk: Any) -> None:
         rows, prompts = _effect_setup(ds, path, transfer)
         answers = answer_token_ids(tok, ds.answers, model=spec.name)
         probes = load_probes(probe_path)
-        clean = token_margins(model, tok, prompts, answers, batch_size=spec.batch_size)
+        batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
+        clean = token_margins(model, tok, prompts, answers, batch_size=batch_size)
         columns: dict[str, np.ndarray] = {"clean": clean}
         for lt in sorted({lt for _, lt in maps}):
             keys = [(m, ls) for (m, ls) in sorted(probes) if (ls, lt) in maps]
@@ -496,7 +522,7 @@ def ablate_carried(smk: Any) -> None:
                 lt,
                 dirs,
                 scope=transfer["scope"],
-                batch_size=spec.batch_size,
+                batch_size=batch_size,
                 clean=clean,
             )
             for i, (method, ls) in enumerate(keys):

@@ -122,7 +122,7 @@ def _run_batch(
             else:
                 w = m.to(torch.float32).unsqueeze(-1)
                 v = (h.float() * w).sum(1) / w.sum(1)
-            captured[layer] = v.cpu()
+            captured[layer] = _to_host(v)
             if layer == deepest:
                 raise StopForward
 
@@ -134,7 +134,18 @@ def _run_batch(
     missing = sorted(set(layers) - captured.keys())
     if missing:
         raise RuntimeError(f"blocks {missing} did not run during the forward pass")
+    if any(v.is_pinned() for v in captured.values()):
+        torch.cuda.synchronize()  # the asynchronous copies to host memory have landed
     return torch.stack([captured[layer] for layer in layers], dim=1).numpy()
+
+
+def _to_host(v: torch.Tensor) -> torch.Tensor:
+    """``v`` on the host: from a GPU, an asynchronous copy into pinned memory (wait before use)."""
+    if v.device.type != "cuda":
+        return v.cpu()
+    host = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+    host.copy_(v, non_blocking=True)
+    return host
 
 
 def extract_activations(

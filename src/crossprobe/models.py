@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from crossprobe.config import AUTO_BATCH_SIZE
 from crossprobe.errors import ConfigError
 from crossprobe.layers import resolve_layers  # noqa: F401  (re-exported)
 
@@ -178,6 +179,69 @@ def num_layers(config: PretrainedConfig) -> int:
         f"cannot find the number of layers in config {type(config).__name__} "
         "(no num_hidden_layers / n_layer / text_config.num_hidden_layers)"
     )
+
+
+#: Batch size of ``batch_size: auto`` on CPU.
+CPU_BATCH_SIZE = AUTO_BATCH_SIZE
+#: Share of the GPU's free memory that an ``auto`` batch may fill (activations only).
+FREE_MEMORY_SHARE = 0.5
+MAX_AUTO_BATCH = 4096
+
+
+def auto_batch_size(
+    config: PretrainedConfig,
+    seq_len: int,
+    free_bytes: int,
+    dtype_bytes: int,
+    rows_per_prompt: int = 1,
+) -> int:
+    """Prompts per forward pass that fit ``FREE_MEMORY_SHARE`` of ``free_bytes``.
+
+    One row of ``seq_len`` tokens holds about ``seq_len · (6·d + 3·d_ff)`` activations in
+    the compute dtype at its peak inside a block, plus ``heads · seq_len²`` float32 attention
+    scores (eager attention; SDPA needs less). ``rows_per_prompt`` is how many rows each prompt
+    becomes (the directions an ablation pushes through each batch).
+    """
+    text = _text_config(config)
+    d = hidden_size(config)
+    d_ff = next(
+        (
+            v
+            for k in ("intermediate_size", "n_inner", "ffn_dim")
+            if isinstance(v := getattr(text, k, None), int) and v > 0
+        ),
+        4 * d,
+    )
+    heads = next(
+        (
+            v
+            for k in ("num_attention_heads", "n_head")
+            if isinstance(v := getattr(text, k, None), int) and v > 0
+        ),
+        1,
+    )
+    per_row = seq_len * (6 * d + 3 * d_ff) * dtype_bytes + heads * seq_len**2 * 4
+    rows = int(FREE_MEMORY_SHARE * free_bytes // max(1, per_row))
+    return max(1, min(MAX_AUTO_BATCH, rows // max(1, rows_per_prompt)))
+
+
+def resolve_batch_size(
+    model: PreTrainedModel,
+    requested: int | str,
+    seq_len: int,
+    *,
+    rows_per_prompt: int = 1,
+) -> int:
+    """``requested``, or for ``auto`` a size from the free memory of the model's GPU
+    (:func:`auto_batch_size`), or :data:`CPU_BATCH_SIZE` on CPU."""
+    if requested != "auto":
+        return int(requested)
+    device = model.get_input_embeddings().weight.device
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    free, _ = torch.cuda.mem_get_info(device)
+    dtype_bytes = next(model.parameters()).element_size()
+    return auto_batch_size(model.config, seq_len, free, dtype_bytes, rows_per_prompt)
 
 
 def hidden_size(config: PretrainedConfig) -> int:

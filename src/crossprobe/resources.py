@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from crossprobe.config import DatasetSpec, ModelSpec, RunConfig
+from crossprobe.config import AUTO_BATCH_SIZE, DatasetSpec, ModelSpec, RunConfig
 from crossprobe.errors import ConfigError
 
 CLUSTER_ENV = "CROSSPROBE_CLUSTER"
@@ -335,8 +335,10 @@ def gpu_memory_gb(fp: Footprint, spec: ModelSpec) -> float:
     """Weights in the GPU dtype, plus activations of one batch (or 10 % of weights), plus slack."""
     weights = fp.n_params * GPU_DTYPE_BYTES[spec.dtype]
     act_bytes = 2 if spec.dtype != "float32" else 4
-    hidden = (fp.n_layers + 1) * spec.batch_size * PROMPT_TOKENS * fp.d_model * act_bytes
-    logits = spec.batch_size * PROMPT_TOKENS * fp.vocab * 4
+    # `auto` adapts the batch to the GPU it gets; size the request for a nominal batch.
+    batch = AUTO_BATCH_SIZE if spec.batch_size == "auto" else int(spec.batch_size)
+    hidden = (fp.n_layers + 1) * batch * PROMPT_TOKENS * fp.d_model * act_bytes
+    logits = batch * PROMPT_TOKENS * fp.vocab * 4
     activations = max(hidden + logits, 0.1 * weights)
     return (weights + activations) / GIB + GPU_OVERHEAD_GIB
 

@@ -9,6 +9,7 @@ rule extract:
         directory("results/activations/{model}/{dataset}.zarr"),
     log:
         "results/logs/extract/{model}/{dataset}.log",
+    priority: 2
     conda:
         CONDA_ENV
     resources:

@@ -1,4 +1,6 @@
 # Cross-dataset generalisation: train a probe on dataset A, test it on dataset B.
+# The foundation (zoo, extract, train, generalise) has priority over the transfer stage, so the
+# generalisation figures come out first.
 
 
 rule generalise:
@@ -13,8 +15,10 @@ rule generalise:
             category="Generalisation",
             labels={"model": "{model}"},
         ),
+        pdf="results/figures/generalization_{model}.pdf",
     log:
         "results/logs/generalise/{model}.log",
+    priority: 2
     conda:
         CONDA_ENV
     resources:
@@ -30,6 +34,7 @@ rule generalisation_table:
         "results/tables/generalization.csv",
     log:
         "results/logs/generalise/table.log",
+    priority: 2
     conda:
         CONDA_ENV
     resources:

@@ -54,6 +54,15 @@ rule plot_transfer:
             caption="../report/null_distribution.rst",
             category="Transfer",
         ),
+        pdfs=expand(
+            "results/figures/{figure}.pdf",
+            figure=[
+                "transfer_matrix",
+                "transfer_profiles",
+                "cosine_vs_rho",
+                "null_distribution",
+            ],
+        ),
     log:
         "results/logs/plot/transfer.log",
     conda:

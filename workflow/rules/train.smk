@@ -9,6 +9,7 @@ rule train:
         meta="results/probes/{model}/{dataset}.json",
     log:
         "results/logs/train/{model}/{dataset}.log",
+    priority: 2
     conda:
         CONDA_ENV
     resources:

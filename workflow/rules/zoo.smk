@@ -6,6 +6,7 @@ rule zoo:
         directory("results/zoo/{model}"),
     log:
         "results/logs/zoo/{model}.log",
+    priority: 3
     conda:
         CONDA_ENV
     resources:
