@@ -9,7 +9,8 @@ root::
 
 Methods (all under ``torch.inference_mode``, batch size 32 where batched):
 
-- ``crossprobe``: :func:`crossprobe.extract.extract_activations`.
+- ``crossprobe``: :func:`crossprobe.extract.extract_activations` with the batch size that the
+  workflow's default ``batch_size: auto`` picks for the model (printed), and again at 32.
 - ``per-prompt hidden_states``: one unpadded prompt at a time, ``output_hidden_states=True``.
 - ``batched hidden_states``: batches in input order, right padding, last token from the mask.
 - ``batched hooks + stop``: forward hooks on the blocks, stopping after the deepest one.
@@ -170,8 +171,16 @@ def transformer_lens_method(model, tok, layers) -> Callable[[list[str]], np.ndar
 
 def bench_model(name, model, tok, prompts, layers, rounds, *, extras: bool, slow_n: int):
     """Time every method; per-prompt runs on the first ``slow_n`` prompts only."""
+    from crossprobe.models import resolve_batch_size
+
+    auto = resolve_batch_size(model, "auto", max(len(ids) for ids in tok(prompts)["input_ids"]))
+    print(f"{name}: crossprobe's batch_size auto gives {auto} prompts per pass", flush=True)
     methods: dict[str, tuple[Callable[[list[str]], np.ndarray], bool]] = {
         "crossprobe": (
+            lambda p: extract_activations(model, tok, p, layers, batch_size=auto),
+            False,
+        ),
+        f"crossprobe (batch {BATCH})": (
             lambda p: extract_activations(model, tok, p, layers, batch_size=BATCH),
             False,
         ),

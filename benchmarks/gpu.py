@@ -84,17 +84,25 @@ def timed(fn) -> float:
 
 def measure(size, model, tok, prompts, abl_prompts, answers, args, peak) -> list[list]:
     """Extraction and ablation rows of one model."""
-    from crossprobe.ablate import ablation_effects, random_directions
+    from crossprobe.ablate import ROWS_PER_BATCH_FACTOR, ablation_effects, random_directions
     from crossprobe.extract import extract_activations
-    from crossprobe.models import resolve_layers
+    from crossprobe.models import resolve_batch_size, resolve_layers
 
     n_par = sum(p.numel() for p in model.parameters())
     n_blocks = model.config.num_hidden_layers
     layers = resolve_layers([0.25, 0.5, 0.75], n_blocks)
     layer = resolve_layers([0.75], n_blocks)[0]
     dirs = random_directions(model.config.hidden_size, args.directions, seed=0)
+    longest = max(len(ids) for ids in tok(prompts)["input_ids"])
+    ext_batch = resolve_batch_size(model, args.batch, longest)
+    abl_batch = (
+        resolve_batch_size(model, "auto", longest, rows_per_prompt=ROWS_PER_BATCH_FACTOR)
+        if args.batch == "auto"
+        else max(1, int(args.batch) // 2)
+    )
+    print(f"{size}: batch {ext_batch} (extraction), {abl_batch} (ablation)", flush=True)
     # warm-up
-    extract_activations(model, tok, prompts[:8], layers, batch_size=args.batch)
+    extract_activations(model, tok, prompts[:8], layers, batch_size=ext_batch)
     ablation_effects(model, tok, abl_prompts[:4], answers, layer, dirs[:2])
 
     def mfu(tokens: float, seconds: float) -> str:
@@ -102,7 +110,7 @@ def measure(size, model, tok, prompts, abl_prompts, answers, args, peak) -> list
 
     params = f"{n_par / 1e9:.2f}B"
     tok_ext = n_tokens(tok, prompts)
-    t = timed(lambda: extract_activations(model, tok, prompts, layers, batch_size=args.batch))
+    t = timed(lambda: extract_activations(model, tok, prompts, layers, batch_size=ext_batch))
     rows = [[size, params, f"extract blocks {layers}", round(tok_ext / t), mfu(tok_ext, t)]]
     tok_abl = n_tokens(tok, abl_prompts) * args.directions
     for fanout in (True, False):
@@ -114,7 +122,7 @@ def measure(size, model, tok, prompts, abl_prompts, answers, args, peak) -> list
                 answers,
                 layer,
                 dirs,
-                batch_size=max(1, args.batch // 2),
+                batch_size=abl_batch,
                 fanout=fanout,
             )
         )
@@ -130,7 +138,12 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=2048, help="extraction prompts")
     ap.add_argument("--ablation-prompts", type=int, default=256)
     ap.add_argument("--directions", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument(
+        "--batch",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="prompts per pass, or auto (from free GPU memory, as the workflow does)",
+    )
     ap.add_argument("--peak", type=float, default=None, help="peak bf16 FLOP/s if not listed")
     args = ap.parse_args()
     if not torch.cuda.is_available():

@@ -165,7 +165,10 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
         return rows_for(s)
 
     _write(path, extract=extract)
-    assert calls == list(range(3 * CHUNK, N, CHUNK))  # chunks 0-2 were not recomputed
+    # Chunks 0-1 were not recomputed; chunk 2 may have been in flight to the writer thread when
+    # the process died while computing chunk 3, and then it is not marked done.
+    assert calls[0] in (2 * CHUNK, 3 * CHUNK), calls
+    assert calls == list(range(calls[0], N, CHUNK))
     assert _files(path) == _files(ref)
 
 

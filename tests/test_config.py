@@ -29,7 +29,9 @@ def check(cfg, *fragments):
 def test_default_config_is_valid(default):
     run = validate_config(default)
     assert set(run.models) == {"zoo-llama", "zoo-gpt2", "zoo-qwen3", "zoo-random"}
-    assert len(run.datasets) >= 4
+    assert len(run.datasets) >= 3
+    answers = {d.answers for d in run.datasets.values()}
+    assert len(answers) >= 2  # both answer vocabularies
     assert run.transfer.bootstrap == 1000 and run.transfer.min_prompts == 200
     assert len(run.pairs) == 12
     assert run.models["zoo-llama"].source == "results/zoo/zoo-llama"

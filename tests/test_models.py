@@ -235,11 +235,12 @@ def test_auto_batch_size_follows_free_memory_and_prompt_length():
 
 
 def test_resolve_batch_size_on_cpu():
-    from crossprobe.models import CPU_BATCH_SIZE, resolve_batch_size
+    from crossprobe.models import CPU_AUTO_MEMORY, auto_batch_size, resolve_batch_size
 
     model = tiny_model(T.LlamaConfig)
     assert resolve_batch_size(model, 7, 32) == 7
-    assert resolve_batch_size(model, "auto", 32) == CPU_BATCH_SIZE
+    auto = resolve_batch_size(model, "auto", 32, rows_per_prompt=8)
+    assert auto == auto_batch_size(model.config, 32, CPU_AUTO_MEMORY, 4, 8)
 
 
 @pytest.mark.gpu

@@ -24,7 +24,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 RESULTS = "results"
 
 
-#: ``batch_size: auto`` on CPU, and the nominal batch a SLURM request is sized for.
+#: The nominal batch a SLURM request is sized for when ``batch_size`` is ``auto``.
 AUTO_BATCH_SIZE = 64
 
 

@@ -17,7 +17,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from crossprobe.config import AUTO_BATCH_SIZE
 from crossprobe.errors import ConfigError
 from crossprobe.layers import resolve_layers  # noqa: F401  (re-exported)
 
@@ -181,8 +180,9 @@ def num_layers(config: PretrainedConfig) -> int:
     )
 
 
-#: Batch size of ``batch_size: auto`` on CPU.
-CPU_BATCH_SIZE = AUTO_BATCH_SIZE
+#: Memory that ``batch_size: auto`` treats as free on CPU (so activations get half of it):
+#: tiny models then run whole datasets per pass, where per-call overhead dominates.
+CPU_AUTO_MEMORY = 2 * 2**30
 #: Share of the GPU's free memory that an ``auto`` batch may fill (activations only).
 FREE_MEMORY_SHARE = 0.5
 MAX_AUTO_BATCH = 4096
@@ -232,14 +232,15 @@ def resolve_batch_size(
     *,
     rows_per_prompt: int = 1,
 ) -> int:
-    """``requested``, or for ``auto`` a size from the free memory of the model's GPU
-    (:func:`auto_batch_size`), or :data:`CPU_BATCH_SIZE` on CPU."""
+    """``requested``, or for ``auto`` a size from the free memory of the model's GPU, or from
+    :data:`CPU_AUTO_MEMORY` on CPU (:func:`auto_batch_size`)."""
     if requested != "auto":
         return int(requested)
     device = model.get_input_embeddings().weight.device
-    if device.type != "cuda":
-        return CPU_BATCH_SIZE
-    free, _ = torch.cuda.mem_get_info(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = CPU_AUTO_MEMORY
     dtype_bytes = next(model.parameters()).element_size()
     return auto_batch_size(model.config, seq_len, free, dtype_bytes, rows_per_prompt)
 
