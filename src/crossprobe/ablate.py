@@ -470,42 +470,6 @@ def ablation_effects(
     the later blocks run once per direction (see the module docstring); ``fanout=False`` runs
     the whole model for every direction. Both give the same effects up to float rounding.
     """
-    while True:
-        try:
-            return _ablation_effects(
-                model,
-                tokenizer,
-                prompts,
-                answer_ids,
-                layer,
-                directions,
-                scope=scope,
-                batch_size=batch_size,
-                clean=clean,
-                fanout=fanout,
-            )
-        except Exception as e:
-            if not _is_oom(e) or batch_size <= 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            log.warning("out of memory in an ablation: retrying with batch size %d", batch_size)
-            _free_memory()
-
-
-def _ablation_effects(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    answer_ids: tuple[int, int],
-    layer: int,
-    directions: Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"],
-    *,
-    scope: Scope = "layer",
-    batch_size: int = 32,
-    clean: Float[np.ndarray, " prompt"] | None = None,
-    fanout: bool = True,
-) -> Float[np.ndarray, "k prompt"]:
-    """:func:`ablation_effects` at one batch size."""
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
     u = unit_directions(directions)
@@ -542,42 +506,53 @@ def _ablation_effects(
     norm = final_norm(model) if fanout else None
     verified = False
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
-            n = len(ids)
-            sl = slice(start, start + n)
-            group = max(1, max_rows // n)
-            rec = None
-            if fanout:
-                try:
-                    rec = _clean_pass(model, layer, ids, mask)
-                except _ReplayError as e:
-                    fanout = _fall_back(model, str(e))
-            last = last_token_index(mask)
-            if rec is not None and not verified and k_total > 0:
-                why = _replay_matches(model, layer, rec, last, norm)
-                if why is None:
-                    verified = True
-                else:
-                    fanout, rec = _fall_back(model, why), None
-            if clean is None:
-                logits = rec.logits if rec is not None else _last_logits(model, ids, mask)
-                clean_out[sl] = _margins(logits, answers)
-            for k0 in range(0, k_total, group):
-                uk = u_live[k0 : k0 + group]
-                kk = uk.shape[0]
-                logits = None
-                if rec is not None:
+        start = 0
+        while start < len(prompts):
+            try:
+                ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
+                n = len(ids)
+                sl = slice(start, start + n)
+                group = max(1, max_rows // n)
+                rec = None
+                if fanout:
                     try:
-                        logits = _replay(model, layer, rec, last, uk, scope, norm)
-                    except Exception as e:
-                        if _is_oom(e):
-                            raise
-                        fanout, rec = _fall_back(model, f"{type(e).__name__}: {e}"), None
-                if logits is None:
-                    with directional_ablation(model, layer, uk, scope=scope):
-                        logits = _last_logits(model, ids.repeat(kk, 1), mask.repeat(kk, 1))
-                ablated[k0 : k0 + kk, sl] = _margins(logits, answers).reshape(kk, n)
+                        rec = _clean_pass(model, layer, ids, mask)
+                    except _ReplayError as e:
+                        fanout = _fall_back(model, str(e))
+                last = last_token_index(mask)
+                if rec is not None and not verified and k_total > 0:
+                    why = _replay_matches(model, layer, rec, last, norm)
+                    if why is None:
+                        verified = True
+                    else:
+                        fanout, rec = _fall_back(model, why), None
+                if clean is None:
+                    logits = rec.logits if rec is not None else _last_logits(model, ids, mask)
+                    clean_out[sl] = _margins(logits, answers)
+                for k0 in range(0, k_total, group):
+                    uk = u_live[k0 : k0 + group]
+                    kk = uk.shape[0]
+                    logits = None
+                    if rec is not None:
+                        try:
+                            logits = _replay(model, layer, rec, last, uk, scope, norm)
+                        except Exception as e:
+                            if _is_oom(e):
+                                raise
+                            fanout, rec = _fall_back(model, f"{type(e).__name__}: {e}"), None
+                    if logits is None:
+                        with directional_ablation(model, layer, uk, scope=scope):
+                            logits = _last_logits(model, ids.repeat(kk, 1), mask.repeat(kk, 1))
+                    ablated[k0 : k0 + kk, sl] = _margins(logits, answers).reshape(kk, n)
+            except Exception as e:
+                if not _is_oom(e) or batch_size <= 1:
+                    raise
+                batch_size = max(1, batch_size // 2)
+                max_rows = batch_size * ROWS_PER_BATCH_FACTOR
+                log.warning("out of memory in an ablation: retrying with batch size %d", batch_size)
+                _free_memory()
+                continue
+            start += n
     effects = np.zeros((u.shape[0], len(prompts)), dtype=np.float32)
     effects[live.numpy()] = ablated - clean_out[None, :]
     return effects
