@@ -180,9 +180,10 @@ def num_layers(config: PretrainedConfig) -> int:
     )
 
 
-#: Memory that ``batch_size: auto`` treats as free on CPU (so activations get half of it):
-#: tiny models then run whole datasets per pass, where per-call overhead dominates.
-CPU_AUTO_MEMORY = 2 * 2**30
+#: Memory that ``batch_size: auto`` treats as free on CPU (activations get half of it): tiny
+#: models, where per-call overhead dominates, run about a thousand rows a pass (beyond that
+#: CPU caches suffer), models of 100M parameters a few dozen.
+CPU_AUTO_MEMORY = 2**28
 #: Share of the GPU's free memory that an ``auto`` batch may fill (activations only).
 FREE_MEMORY_SHARE = 0.5
 MAX_AUTO_BATCH = 4096
