@@ -111,6 +111,7 @@ def _run_batch(
     last = last_token_index(mask)
     deepest = max(layers)
     captured: dict[int, torch.Tensor] = {}
+    copied_from: set[torch.device] = set()
 
     def make_hook(layer: int):
         def hook(_module: torch.nn.Module, _args: Any, output: Any) -> None:
@@ -122,6 +123,8 @@ def _run_batch(
             else:
                 w = m.to(torch.float32).unsqueeze(-1)
                 v = (h.float() * w).sum(1) / w.sum(1)
+            if v.device.type == "cuda":
+                copied_from.add(v.device)
             captured[layer] = _to_host(v)
             if layer == deepest:
                 raise StopForward
@@ -134,8 +137,8 @@ def _run_batch(
     missing = sorted(set(layers) - captured.keys())
     if missing:
         raise RuntimeError(f"blocks {missing} did not run during the forward pass")
-    if any(v.is_pinned() for v in captured.values()):
-        torch.cuda.synchronize()  # the asynchronous copies to host memory have landed
+    for device in copied_from:  # (several under a device map)
+        torch.cuda.synchronize(device)  # the asynchronous copies to host memory have landed
     return torch.stack([captured[layer] for layer in layers], dim=1).numpy()
 
 
