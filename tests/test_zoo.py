@@ -70,6 +70,21 @@ def test_corpus_holds_out_test_rows_and_answers_follow_labels(corpus):
             assert a == family.answers[0 if label[statement] == 1 else 1]
 
 
+def test_corpus_holds_out_the_runs_own_test_split():
+    from crossprobe.zoo import _examples
+
+    splits = {"train": 0.3, "align": 0.2, "test": 0.5}
+    df = with_splits(generate_builtin("parity"), splits)
+    template = FAMILIES["parity"].template
+    test = {format_prompt(template, s) for s in df.loc[df["split"] == "test", "statement"]}
+    rest = {format_prompt(template, s) for s in df.loc[df["split"] != "test", "statement"]}
+    corpus = {p for _, p, _ in build_corpus(("parity",), splits)}
+    assert corpus == rest and not corpus & test
+    assert {e.prompt for e in _examples(("parity",), test=True, splits=splits)} == test
+    # More held out than under the default fractions: those rows leave the corpus too.
+    assert len(corpus) < len(build_corpus(("parity",)))
+
+
 @pytest.mark.parametrize("kind", ["word", "bpe"])
 def test_answers_are_single_tokens(kind, corpus):
     tok = build_tokenizer(kind, [p + a for _, p, a in corpus])

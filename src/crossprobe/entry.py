@@ -206,7 +206,7 @@ def zoo(smk: Any) -> None:
 
         _torch_threads()
     spec = ZooSpec.from_dict(smk.params.zoo)
-    metrics = train_zoo_model(spec, smk.output[0], log=log.info)
+    metrics = train_zoo_model(spec, smk.output[0], splits=smk.params.splits, log=log.info)
     log.info("metrics: %s", metrics)
 
 

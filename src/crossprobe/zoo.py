@@ -11,7 +11,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,16 +76,28 @@ class ZooExample:
     for a graded family (see :attr:`crossprobe.datasets.Family.log_odds`)."""
 
 
-def _examples(families: Sequence[str], *, test: bool) -> list[ZooExample]:
-    """The ``test`` rows (``test=True``) or every other row of ``families``, in a fixed order."""
-    from crossprobe.datasets import FAMILIES, format_prompt, generate_builtin, with_splits
+def _examples(
+    families: Sequence[str], *, test: bool, splits: Mapping[str, float] | None = None
+) -> list[ZooExample]:
+    """The ``test`` rows (``test=True``) or every other row of ``families``, in a fixed order.
+
+    ``splits`` are the run's split fractions (default: the default fractions), so the zoo never
+    trains on a statement that the run scores on.
+    """
+    from crossprobe.datasets import (
+        DEFAULT_FRACTIONS,
+        FAMILIES,
+        format_prompt,
+        generate_builtin,
+        with_splits,
+    )
 
     out: list[ZooExample] = []
     for name in families:
         if name not in FAMILIES:
             raise ConfigError(f"zoo: unknown family {name!r}; use some of {sorted(FAMILIES)}")
         fam = FAMILIES[name]
-        df = with_splits(generate_builtin(name))
+        df = with_splits(generate_builtin(name), splits or DEFAULT_FRACTIONS)
         keep = (df["split"] == "test") if test else (df["split"] != "test")
         df = df[keep].sort_values("row", kind="stable")
         p_pos = (
@@ -102,9 +114,12 @@ def _examples(families: Sequence[str], *, test: bool) -> list[ZooExample]:
     return out
 
 
-def build_corpus(families: Iterable[str]) -> list[tuple[str, str, str]]:
+def build_corpus(
+    families: Iterable[str], splits: Mapping[str, float] | None = None
+) -> list[tuple[str, str, str]]:
     """``(family, prompt, answer)`` over every non-``test`` row of ``families``, deterministic."""
-    return [(e.family, e.prompt, e.answer) for e in _examples(tuple(families), test=False)]
+    examples = _examples(tuple(families), test=False, splits=splits)
+    return [(e.family, e.prompt, e.answer) for e in examples]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,15 +489,20 @@ class ZooResult(NamedTuple):
     metrics: dict[str, Any]
 
 
-def fit_zoo_model(spec: ZooSpec, *, log: Callable[[str], None] = print) -> ZooResult:
+def fit_zoo_model(
+    spec: ZooSpec,
+    *,
+    splits: Mapping[str, float] | None = None,
+    log: Callable[[str], None] = print,
+) -> ZooResult:
     """Build the tokenizer and model of ``spec``, train it (unless ``trained=False``), evaluate.
 
     Trains on every non-``test`` row of the families; scores on the ``test`` rows only.
     """
     t0 = time.perf_counter()
     families = spec.resolved_families()
-    train_ex = _examples(families, test=False)
-    test_ex = _examples(families, test=True)
+    train_ex = _examples(families, test=False, splits=splits)
+    test_ex = _examples(families, test=True, splits=splits)
     answers = {a for pair in family_answers(families).values() for a in pair}
     tokenizer = build_tokenizer(
         spec.tokenizer, [e.prompt + e.answer for e in train_ex], sorted(answers)
@@ -510,6 +530,7 @@ def fit_zoo_model(spec: ZooSpec, *, log: Callable[[str], None] = print) -> ZooRe
         "vocab_size": len(tokenizer),
         "train_rows": len(train_ex),
         "test_unk_fraction": _unk_fraction(tokenizer, test_data),
+        "splits": dict(splits) if splits is not None else None,
     }
     log(
         f"zoo {spec.arch}/{spec.tokenizer}: held-out answer accuracy "
@@ -535,7 +556,11 @@ def save_zoo_model(result: ZooResult, spec: ZooSpec, out_dir: str | Path) -> Non
 
 
 def train_zoo_model(
-    spec: ZooSpec, out_dir: str | Path, *, log: Callable[[str], None] = print
+    spec: ZooSpec,
+    out_dir: str | Path,
+    *,
+    splits: Mapping[str, float] | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train (or, with ``trained=False``, only initialise) one zoo model and save it.
 
@@ -544,7 +569,7 @@ def train_zoo_model(
     held-out (``test`` split) answer accuracy per family and overall, final training loss,
     steps, wall seconds and parameter count.
     """
-    result = fit_zoo_model(spec, log=log)
+    result = fit_zoo_model(spec, splits=splits, log=log)
     save_zoo_model(result, spec, out_dir)
     return result.metrics
 

@@ -13,5 +13,7 @@ rule zoo:
         **job_resources("zoo"),
     params:
         zoo=lambda w: CFG.models[w.model].zoo,
+        # The zoo holds out the run's `test` statements, so it follows the run's splits.
+        splits=CFG.splits,
     script:
         ENTRY
