@@ -60,6 +60,19 @@ WORDS = (
     "flies",
     "runs",
 )
+#: Architectures whose block discovery, extraction and fan-out are tested (config class names).
+ARCHS = [
+    "LlamaConfig",
+    "Qwen2Config",
+    "Qwen3Config",
+    "MistralConfig",
+    "Gemma2Config",
+    "Gemma3TextConfig",
+    "GPT2Config",
+    "GPTNeoXConfig",
+    "Phi3Config",
+]
+
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>"]
 VOCAB_SIZE = 100
 

@@ -14,6 +14,7 @@ from _ablate_fixtures import (
     tiny_llama,
     tiny_tokenizer,
 )
+from _tiny import ARCHS
 
 from crossprobe.ablate import (
     ablation_effects,
@@ -296,20 +297,8 @@ def test_random_directions_are_unit_and_deterministic():
 # ---------------------------------------------------------------------------------------------
 # Fan-out: blocks below the ablated layer run once per prompt batch
 
-FANOUT_ARCHS = [
-    "LlamaConfig",
-    "Qwen2Config",
-    "Qwen3Config",
-    "MistralConfig",
-    "Gemma2Config",
-    "Gemma3TextConfig",
-    "GPT2Config",
-    "GPTNeoXConfig",
-    "Phi3Config",
-]
 
-
-@pytest.fixture(scope="module", params=FANOUT_ARCHS)
+@pytest.fixture(scope="module", params=ARCHS)
 def arch_model(request):
     import transformers as T
     from _tiny import tiny_model

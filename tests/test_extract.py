@@ -12,24 +12,12 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from _tiny import tiny_model, tiny_tokenizer
+from _tiny import ARCHS, tiny_model, tiny_tokenizer
 
 import crossprobe.extract as ex
 from crossprobe.errors import ConfigError
 from crossprobe.extract import extract_activations
 from crossprobe.models import decoder_blocks, forward_hooks
-
-ARCHS = [
-    "LlamaConfig",
-    "Qwen2Config",
-    "Qwen3Config",
-    "MistralConfig",
-    "Gemma2Config",
-    "Gemma3TextConfig",
-    "GPT2Config",
-    "GPTNeoXConfig",
-    "Phi3Config",
-]
 
 PROMPTS = [
     "the cat is big",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from _tiny import tiny_config, tiny_model, tiny_tokenizer
+from _tiny import ARCHS, tiny_config, tiny_model, tiny_tokenizer
 
 from crossprobe.errors import ConfigError
 from crossprobe.models import (
@@ -20,19 +20,6 @@ from crossprobe.models import (
     replace_block_output,
     resolve_layers,
 )
-
-ARCHS = [
-    "LlamaConfig",
-    "Qwen2Config",
-    "Qwen3Config",
-    "MistralConfig",
-    "Gemma2Config",
-    "Gemma3TextConfig",
-    "GPT2Config",
-    "GPTNeoXConfig",
-    "Phi3Config",
-]
-
 
 # resolve_layers ------------------------------------------------------------------------------
 

@@ -87,8 +87,14 @@ def _run(args: list[str], workdir: Path, env: dict[str, str], timeout: int, log:
         pytest.fail(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{tail}")
 
 
-def _sacct(since: str) -> pd.DataFrame:
-    fields = ["JobID", "JobName", "Partition", "AllocTRES", "State", "Account", "Comment"]
+def _sacct(since: str, workdir: Path) -> pd.DataFrame:
+    """This run's jobs: those submitted from `workdir` since `since`.
+
+    `sacct -S` also lists older jobs that were still pending or running at `since` (a cluster
+    that outlived an earlier run, say), so jobs are matched on their working directory too.
+    """
+    fields = ["JobID", "JobName", "Partition", "AllocTRES", "State", "Account", "WorkDir"]
+    fields.append("Comment")
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-S", since, "-o", ",".join(f"{f}%300" for f in fields)],
         capture_output=True,
@@ -98,6 +104,7 @@ def _sacct(since: str) -> pd.DataFrame:
     rows = [line.split("|", len(fields) - 1) for line in out.splitlines() if line.strip()]
     df = pd.DataFrame(rows, columns=fields)
     df = df[df["JobName"].str.startswith("crossprobe")]
+    df = df[df["WorkDir"].map(lambda d: Path(d).resolve() == workdir.resolve())]
     df["rule"] = df["Comment"].str.extract(r"^rule_(.+?)(?:_wildcards_.*)?$", expand=False)
     return df
 
@@ -140,7 +147,7 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     _run(["--cores", "2"], local, env, 1200, tmp_path / "local.log")
     print(f"SLURM run {slurm_s:.0f} s")
 
-    jobs = _sacct(since)
+    jobs = _sacct(since, remote)
     assert not jobs.empty, "sacct shows no crossprobe job"
     assert (jobs["State"] == "COMPLETED").all(), jobs[jobs["State"] != "COMPLETED"]
     assert jobs["rule"].notna().all(), jobs[jobs["rule"].isna()]

@@ -150,7 +150,10 @@ if ! sacctmgr -n -P list account format=account | grep -qx "$ACCOUNT"; then
     sacctmgr -i add user root account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
 fi
 
-alive "$ROOT/slurmctld.pid" || slurmctld -i
+# -c: start from an empty job table. A controller that recovered the jobs of an earlier cluster
+# in $ROOT (say, one whose session ended while jobs ran) would run them again or let them reach
+# TIMEOUT in the middle of this run.
+alive "$ROOT/slurmctld.pid" || slurmctld -c -i
 alive "$ROOT/slurmd.pid" || slurmd
 
 for _ in $(seq 150); do

@@ -20,6 +20,14 @@ stop() {
     rm -f "$pidfile"
 }
 
+# Cancel every job first, so that none outlives the cluster in its saved state.
+if [[ -s $ROOT/slurmctld.pid ]] && kill -0 "$(cat "$ROOT/slurmctld.pid")" 2>/dev/null; then
+    scancel --full --user "$(id -un)" 2>/dev/null || true
+    for _ in $(seq 50); do
+        [[ -z $(squeue -h -u "$(id -un)" 2>/dev/null) ]] && break
+        sleep 0.2
+    done
+fi
 stop "$ROOT/slurmd.pid"
 stop "$ROOT/slurmctld.pid"
 stop "$ROOT/slurmdbd.pid"

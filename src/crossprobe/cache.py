@@ -34,7 +34,7 @@ from jaxtyping import Float
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from crossprobe.errors import CacheError, ConfigError
-from crossprobe.io import tmp_path_for
+from crossprobe.io import jsonable, tmp_path_for
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "align", "test")
 _BUILD_KEY = "_build"
@@ -45,19 +45,9 @@ def _codecs() -> list[Any]:
     return [ZstdCodec(level=3), Crc32cCodec()]
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"attribute value of type {type(o).__name__} is not JSON serialisable")
-
-
 def _plain(obj: Any) -> Any:
     """``obj`` as plain JSON types (what reading the attributes back gives)."""
-    return json.loads(json.dumps(obj, default=_jsonable))
+    return json.loads(json.dumps(obj, default=jsonable))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +106,7 @@ def _build_key(
             "meta_sha256": digest.hexdigest(),
         },
         sort_keys=True,
-        default=_jsonable,
+        default=jsonable,
     )
 
 
