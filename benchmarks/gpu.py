@@ -11,6 +11,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/gpu.py                 # prints a markdown table
     .venv/bin/python benchmarks/gpu.py --quick         # 1B only, few prompts
     .venv/bin/python benchmarks/gpu.py --peak 1.979e15 # peak FLOP/s of an unlisted device
+    .venv/bin/python benchmarks/gpu.py --device cpu --sizes tiny   # the code path, no GPU
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ SIZES = {
     "1B": (2048, 16, 32, 8, 8192),
     "3B": (3072, 28, 24, 8, 8192),
     "8B": (4096, 32, 32, 8, 14336),
+    # a smoke test of the script itself (``--device cpu --sizes tiny``), not a benchmark
+    "tiny": (64, 4, 4, 2, 256),
 }
 VOCAB = 32000
 
@@ -50,7 +53,7 @@ def peak_flops(name: str, fallback: float | None) -> float | None:
     return fallback
 
 
-def build(size: str):
+def build(size: str, device: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     d, n_layers, heads, kv, inter = SIZES[size]
@@ -68,17 +71,18 @@ def build(size: str):
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.set_attn_implementation("sdpa")
     return model.eval().requires_grad_(False)
 
 
-def timed(fn) -> float:
-    torch.cuda.synchronize()
+def timed(fn, device: str) -> float:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     t = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t
 
 
@@ -110,7 +114,9 @@ def measure(size, model, tok, prompts, abl_prompts, answers, args, peak) -> list
 
     params = f"{n_par / 1e9:.2f}B"
     tok_ext = n_tokens(tok, prompts)
-    t = timed(lambda: extract_activations(model, tok, prompts, layers, batch_size=ext_batch))
+    t = timed(
+        lambda: extract_activations(model, tok, prompts, layers, batch_size=ext_batch), args.device
+    )
     rows = [[size, params, f"extract blocks {layers}", round(tok_ext / t), mfu(tok_ext, t)]]
     tok_abl = n_tokens(tok, abl_prompts) * args.directions
     for fanout in (True, False):
@@ -124,7 +130,8 @@ def measure(size, model, tok, prompts, abl_prompts, answers, args, peak) -> list
                 dirs,
                 batch_size=abl_batch,
                 fanout=fanout,
-            )
+            ),
+            args.device,
         )
         work = f"ablate block {layer}, {args.directions} dirs, fanout={fanout}"
         rows.append([size, params, work, round(tok_abl / t), mfu(tok_abl, t)])
@@ -145,16 +152,19 @@ def main() -> int:
         help="prompts per pass, or auto (from free GPU memory, as the workflow does)",
     )
     ap.add_argument("--peak", type=float, default=None, help="peak bf16 FLOP/s if not listed")
+    ap.add_argument(
+        "--device", default="cuda", choices=["cuda", "cpu"], help="cpu: check the script runs"
+    )
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA device here; nothing to measure (run it on a GPU).")
         return 0
     from crossprobe.models import answer_token_ids
 
     sizes = ["1B"] if args.quick else args.sizes
     n_ext, n_abl = (256, 32) if args.quick else (args.prompts, args.ablation_prompts)
-    name = torch.cuda.get_device_name()
-    peak = peak_flops(name, args.peak)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    peak = peak_flops(name, args.peak) if args.device == "cuda" else args.peak
     m = machine()
     print(f"{name} · torch {m['torch']} · transformers {m['transformers']} · {m['date']}")
     print(f"peak bf16 {peak:.3g} FLOP/s" if peak else "peak bf16 unknown: pass --peak")
@@ -164,10 +174,11 @@ def main() -> int:
     answers = answer_token_ids(tok, ("True", "False"), model="llama")
     rows = []
     for size in sizes:
-        model = build(size)
+        model = build(size, args.device)
         rows += measure(size, model, tok, prompts, abl_prompts, answers, args, peak)
         del model
-        torch.cuda.empty_cache()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
     print()
     print(table(["model", "params", "work", "tokens/s", "MFU (2·N·tokens)"], rows))
     print(
