@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
 	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/mypy src
 	$(BIN)/snakemake --lint --cores 1
 
 format: setup

@@ -211,13 +211,20 @@ def _last_logits(
     return logits[:, -1]
 
 
+def _rows(module: torch.nn.Module) -> int:
+    """Rows of an embedding's or a head's weight: its vocabulary size."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return int(weight.shape[0])
+
+
 def _check_answers(model: PreTrainedModel, answer_ids: tuple[int, int]) -> tuple[int, int]:
     if len(answer_ids) != 2:
         raise ValueError(f"answer_ids must be a (positive, negative) pair, got {answer_ids!r}")
-    vocab = model.get_input_embeddings().weight.shape[0]
+    vocab = _rows(model.get_input_embeddings())
     head = model.get_output_embeddings()
-    if head is not None and getattr(head, "weight", None) is not None:
-        vocab = head.weight.shape[0]
+    if head is not None and isinstance(getattr(head, "weight", None), torch.Tensor):
+        vocab = _rows(head)
     pos, neg = (int(a) for a in answer_ids)
     if not (0 <= pos < vocab and 0 <= neg < vocab):
         raise ValueError(f"answer ids {answer_ids!r} are outside the vocabulary of size {vocab}")
@@ -513,7 +520,7 @@ def ablation_effects(
                 n = len(ids)
                 sl = slice(start, start + n)
                 group = max(1, max_rows // n)
-                rec = None
+                rec: _CleanPass | None = None
                 if fanout:
                     try:
                         rec = _clean_pass(model, layer, ids, mask)
@@ -527,12 +534,12 @@ def ablation_effects(
                     else:
                         fanout, rec = _fall_back(model, why), None
                 if clean is None:
-                    logits = rec.logits if rec is not None else _last_logits(model, ids, mask)
-                    clean_out[sl] = _margins(logits, answers)
+                    clean_logits = rec.logits if rec is not None else _last_logits(model, ids, mask)
+                    clean_out[sl] = _margins(clean_logits, answers)
                 for k0 in range(0, k_total, group):
                     uk = u_live[k0 : k0 + group]
                     kk = uk.shape[0]
-                    logits = None
+                    logits: torch.Tensor | None = None
                     if rec is not None:
                         try:
                             logits = _replay(model, layer, rec, last, uk, scope, norm)

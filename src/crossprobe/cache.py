@@ -45,6 +45,14 @@ def _codecs() -> list[Any]:
     return [ZstdCodec(level=3), Crc32cCodec()]
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group`` (a ``ValueError`` if it is missing or a group)."""
+    arr = group[name]
+    if not isinstance(arr, zarr.Array):
+        raise ValueError(f"{name} is a {type(arr).__name__}, not an array")
+    return arr
+
+
 def _plain(obj: Any) -> Any:
     """``obj`` as plain JSON types (what reading the attributes back gives)."""
     return json.loads(json.dumps(obj, default=jsonable))
@@ -229,8 +237,10 @@ def write_store(
                 f"activations have shape {full.shape}, expected {(n_rows, len(layers), d_model)}"
             )
 
-        def get_rows(s: slice) -> np.ndarray:
+        def full_rows(s: slice) -> np.ndarray:
             return full[s]
+
+        get_rows: Callable[[slice], np.ndarray] = full_rows
     else:
         get_rows = extract_rows
 
@@ -248,8 +258,8 @@ def write_store(
             n_chunks=n_chunks,
             meta=meta,
         )
-    acts = group["activations"]
-    done = group["done"]
+    acts = _array(group, "activations")
+    done = _array(group, "done")
 
     def write(rows: slice, c: int, block: np.ndarray) -> None:
         acts[rows] = block
@@ -374,7 +384,7 @@ def open_store(path: str | os.PathLike[str]) -> ActivationStore:
         raise CacheError(f"activation store {p} does not exist: delete it and rerun the workflow")
     try:
         group = zarr.open_group(p, mode="r")
-        attrs = dict(group.attrs)
+        attrs: dict[str, Any] = dict(group.attrs)
     except Exception as e:  # noqa: BLE001
         raise _broken(p, f"cannot open it: {e}") from e
     if attrs.get("complete") is not True:
@@ -383,10 +393,11 @@ def open_store(path: str | os.PathLike[str]) -> ActivationStore:
         layers = [int(x) for x in attrs["layers"]]
         n_rows = int(attrs["n_rows"])
         d_model = int(attrs["d_model"])
-        acts = group["activations"]
+        acts = _array(group, "activations")
         for name in ("labels", "split", "row_hash"):
-            if group[name].shape != (n_rows,):
-                raise ValueError(f"{name} has shape {group[name].shape}, expected ({n_rows},)")
+            shape = _array(group, name).shape
+            if shape != (n_rows,):
+                raise ValueError(f"{name} has shape {shape}, expected ({n_rows},)")
     except Exception as e:  # noqa: BLE001
         raise _broken(p, f"bad layout: {e}") from e
     if acts.shape != (n_rows, len(layers), d_model):

@@ -322,9 +322,9 @@ def check_inputs(run: RunConfig) -> None:
             _check_dataset(spec, run)
         except ConfigError as e:
             errors.append(str(e))
-    for spec in run.models.values():
+    for model in run.models.values():
         try:
-            _check_model(spec, run)
+            _check_model(model, run)
         except ConfigError as e:
             errors.append(str(e))
     if errors:
@@ -337,6 +337,7 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> None:
     if spec.builtin:
         df, source = generate_builtin(spec.builtin), f"datasets.{spec.name} (built-in)"
     else:
+        assert spec.path is not None  # a dataset is built-in or a file (validate_config)
         df, source = read_table(spec.path), f"datasets.{spec.name} ({spec.path})"
     validate_table(df, source=source)
     split = with_splits(df, run.splits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -97,7 +97,7 @@ def _sentence(text: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
-def _frame(rows: list[dict[str, object]], columns: list[str]) -> pd.DataFrame:
+def _frame(rows: Sequence[Mapping[str, object]], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
     df["label"] = df["label"].astype("int64")
     return df
@@ -208,7 +208,7 @@ def _membership(n_rows: int = 2000) -> pd.DataFrame:
     return _frame(rows, ["statement", "label", "query", "items", "list_len", "position"])
 
 
-_CATEGORIES: dict[str, tuple[str, ...]] = {
+_CATEGORIES: dict[str, list[str]] = {
     "bird": [
         "sparrow",
         "robin",

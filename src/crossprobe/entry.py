@@ -191,6 +191,7 @@ def dataset(smk: Any) -> None:
         df = generate_builtin(spec.builtin)
         source = f"built-in family {spec.builtin!r}"
     else:
+        assert spec.path is not None  # a dataset is built-in or a file (validate_config)
         df = read_table(spec.path)
         source = str(spec.path)
     validate_table(df, source=source)

@@ -33,7 +33,9 @@ class StopForward(Exception):
 
 def model_device(model: PreTrainedModel) -> torch.device:
     """Where the model's inputs go (the embedding's device, also under a device map)."""
-    return model.get_input_embeddings().weight.device
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.device
 
 
 def encode_batch(

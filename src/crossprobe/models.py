@@ -148,7 +148,8 @@ def load_model(
         )
         raise ConfigError(f"cannot load model {path!r} (revision {revision!r}): {e}.{hint}") from e
     if device_map is None:
-        model = model.to(dev)
+        # transformers wraps PreTrainedModel.to in a decorator whose annotation mypy misreads
+        model = model.to(dev)  # type: ignore[arg-type]
     model.eval()
     model.requires_grad_(False)
     return model

@@ -305,11 +305,11 @@ def model_footprint(spec: ModelSpec, unknown_params: float = 8e9) -> Footprint:
         return _footprint_from_files(config_file, weights, str(config_file))
     # Cache only: planning must not wait on the network (compute nodes often have none, and
     # every cluster job plans again).
-    config_file = _cached_hub_file(path, "config.json", spec.revision)
-    if config_file is None:
+    cached = _cached_hub_file(path, "config.json", spec.revision)
+    if cached is None:
         return _fallback(spec, unknown_params, "config.json is not in the local cache")
     index = _cached_hub_file(path, "model.safetensors.index.json", spec.revision)
-    return _footprint_from_files(config_file, _weights_bytes_on_disk(index, None), str(config_file))
+    return _footprint_from_files(cached, _weights_bytes_on_disk(index, None), str(cached))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,7 @@ def score_cell(
     n_resamples: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
-) -> dict[str, float | int]:
+) -> dict[str, Any]:
     """Pearson_CE with its bootstrap CI, the random-direction null and the cosine baseline."""
     if inputs.dm_source.shape != inputs.dm_target.shape:
         raise ValueError(

@@ -146,8 +146,10 @@ def build_tokenizer(
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-        trainer = trainers.WordLevelTrainer(special_tokens=list(_WORD_SPECIALS), min_frequency=1)
-        tok.train_from_iterator([*texts, *ANSWERS], trainer=trainer)
+        word_trainer = trainers.WordLevelTrainer(
+            special_tokens=list(_WORD_SPECIALS), min_frequency=1
+        )
+        tok.train_from_iterator([*texts, *ANSWERS], trainer=word_trainer)
         fast = PreTrainedTokenizerFast(
             tokenizer_object=tok,
             pad_token=_PAD,
