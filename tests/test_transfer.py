@@ -8,6 +8,7 @@ from crossprobe.transfer import (
     overstatement_summary,
     probebench_entries,
     score_cell,
+    scored_cells,
     transfer_matrix,
 )
 
@@ -105,3 +106,49 @@ def test_overstatement_and_probebench():
         "notes",
     } <= set(cells[0])
     assert "n=250" in cells[0]["notes"]
+
+
+def full_table(models="abcd", n=250):
+    """Every ordered pair of ``models``, one probe per pair, rho 0.5 off the diagonal."""
+    rows = [
+        dict(
+            source=s,
+            target=t,
+            dataset="d",
+            method="dim",
+            layer_position=0,
+            n=n,
+            pearson_ce=1.0 if s == t else 0.5,
+        )
+        for s in models
+        for t in models
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_transfer_is_scored_with_enough_distinct_sources():
+    t = full_table("abcd")  # three sources into every target
+    diag = t.source == t.target
+    assert scored_cells(t, min_prompts=200, min_sources=3).all()
+    only_diag = scored_cells(t, min_prompts=200, min_sources=4)
+    assert only_diag[diag].all() and not only_diag[~diag].any()
+    # A source whose rho is missing does not count: into "d", only b and c remain.
+    t.loc[(t.source == "a") & (t.target == "d"), "pearson_ce"] = np.nan
+    s = scored_cells(t, min_prompts=200, min_sources=3)
+    assert not s[(t.target == "d") & ~diag].any()
+    assert s[(t.target == "a") & ~diag].all()
+
+
+def test_cells_under_200_prompts_are_never_scored():
+    small = full_table("abcd", n=150)
+    assert not scored_cells(small, min_prompts=100, min_sources=1).any()
+    assert scored_cells(full_table("abcd", n=250), min_prompts=200, min_sources=1).all()
+    assert not scored_cells(full_table("abcd", n=250), min_prompts=300, min_sources=1).any()
+
+
+def test_diagonal_is_the_identity_even_when_nothing_is_scored():
+    t = full_table("ab", n=250)
+    t["scored"] = scored_cells(t, min_prompts=200, min_sources=3)
+    m = transfer_matrix(t, ["a", "b"]).set_index(["source", "target"])
+    assert m.loc[("a", "a"), "mean_pearson_ce"] == 1.0 and m.loc[("a", "a"), "n"] == 1
+    assert m.loc[("a", "b"), "band"] == "no data" and m.loc[("a", "b"), "n"] == 0

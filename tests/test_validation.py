@@ -137,3 +137,30 @@ def test_every_problem_is_reported_at_once(tmp_path):
     cfg = base(small={"path": write(tmp_path, rows(100))})
     cfg["models"]["a"] = {**ZOO, "layers": [0, 1, 9]}
     fails(cfg, "datasets.small", "models.a.layers")
+
+
+def test_splits_that_overlap_stop_the_run(tmp_path, monkeypatch):
+    """The run refuses statements that sit in two splits (here one dataset's splits are
+    assigned from a shifted hash, so a statement shared with another dataset disagrees)."""
+    import crossprobe.datasets as ds
+
+    shared = rows(3000)
+    one = write(tmp_path, shared, "one.csv")
+    two = write(tmp_path, shared, "two.csv")
+    real = ds.with_splits
+
+    def shifted(df, fractions=None):
+        out = real(df, fractions) if fractions is not None else real(df)
+        if df["statement"].equals(shared["statement"]) and shifted.calls == 1:
+            out["split"] = out["split"].map({"train": "align", "align": "test", "test": "train"})
+        shifted.calls += 1
+        return out
+
+    shifted.calls = 0
+    monkeypatch.setattr(ds, "with_splits", shifted)
+    fails(
+        base(one={"path": one}, two={"path": two}),
+        "splits must be disjoint",
+        "dataset 'one'",
+        "dataset 'two'",
+    )

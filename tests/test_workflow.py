@@ -52,7 +52,8 @@ REDUCED = {
     },
     "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
     "layers": [0.0, 1.0],
-    "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200},
+    # Three models give each target two sources: score them (the default asks for three).
+    "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200, "min_sources": 2},
 }
 
 

@@ -10,11 +10,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from crossprobe.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -316,12 +319,19 @@ def check_inputs(run: RunConfig) -> None:
     weights, no torch); hub models are checked from the local cache when present and otherwise
     by the first job that loads them.
     """
+    from crossprobe.datasets import check_disjoint
+
     errors: list[str] = []
+    frames = {}
     for spec in run.datasets.values():
         try:
-            _check_dataset(spec, run)
+            frames[spec.name] = _check_dataset(spec, run)
         except ConfigError as e:
             errors.append(str(e))
+    try:  # train, align and test statements are disjoint, within and across datasets
+        check_disjoint(frames)
+    except ConfigError as e:
+        errors.append(str(e))
     for model in run.models.values():
         try:
             _check_model(model, run)
@@ -331,7 +341,8 @@ def check_inputs(run: RunConfig) -> None:
         raise ConfigError("invalid inputs:\n  " + "\n  ".join(errors))
 
 
-def _check_dataset(spec: DatasetSpec, run: RunConfig) -> None:
+def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
+    """The dataset's table with its splits, after checking it (``ConfigError`` if it fails)."""
     from crossprobe.datasets import generate_builtin, read_table, validate_table, with_splits
 
     if spec.builtin:
@@ -349,6 +360,7 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> None:
             f"transfer.min_prompts={floor}; add rows, lower transfer.min_prompts, or set "
             "transfer.allow_unscored: true to report such cells unscored."
         )
+    return split
 
 
 def _check_model(spec: ModelSpec, run: RunConfig) -> None:

@@ -545,7 +545,7 @@ def correlate(smk: Any) -> None:
     from crossprobe.errors import CacheError
     from crossprobe.probes import load_probes
     from crossprobe.stats import auroc
-    from crossprobe.transfer import CELL_COLUMNS, CellInputs, score_cell
+    from crossprobe.transfer import CELL_COLUMNS, CellInputs, score_cell, scoring_floor
 
     s, t = smk.wildcards.source, smk.wildcards.target
     transfer = smk.params.transfer
@@ -612,7 +612,7 @@ def correlate(smk: Any) -> None:
                     "target_layer": lt,
                 }
                 # The min_sources condition needs the whole run: transfer_tables applies it.
-                scored = res["n"] >= transfer["min_prompts"]
+                scored = res["n"] >= scoring_floor(transfer["min_prompts"])
                 cells.append({**key, **res, "scored": bool(scored)})
                 null_rows += [{**key, "null_index": j, "rho": r} for j, r in enumerate(null_rhos)]
                 prompt_rows.append(
@@ -638,12 +638,17 @@ def transfer_tables(smk: Any) -> None:
     import yaml
 
     from crossprobe.io import write_json
-    from crossprobe.transfer import overstatement_summary, probebench_entries, transfer_matrix
+    from crossprobe.transfer import (
+        overstatement_summary,
+        probebench_entries,
+        scored_cells,
+        transfer_matrix,
+    )
 
     table = pd.concat([pd.read_csv(p) for p in smk.input.cells], ignore_index=True)
     table = table.sort_values(["source", "target", "dataset", "method", "layer_position"])
-    table["scored"] = table["scored"].astype(bool) & (
-        len(smk.params.models) >= smk.params.min_sources
+    table["scored"] = scored_cells(
+        table, min_prompts=smk.params.min_prompts, min_sources=smk.params.min_sources
     )
     nulls = pd.concat([pd.read_csv(p) for p in smk.input.null], ignore_index=True)
     with atomic_path(smk.output.table) as tmp:

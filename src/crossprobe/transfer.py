@@ -16,6 +16,10 @@ import pandas as pd
 
 from crossprobe.stats import bootstrap_pearson, cosine, null_test, overstatement, pearson
 
+#: Prompts a cell needs before its rho counts toward a score, whatever floor the run sets: a run
+#: may lower ``transfer.min_prompts`` to compute smaller cells, and those stay unscored.
+SCORED_MIN_PROMPTS = 200
+
 CELL_COLUMNS = [
     "source",
     "target",
@@ -104,16 +108,43 @@ def band(rho: float) -> str:
     return "strong" if rho >= STRONG else "partial" if rho >= PARTIAL else "weak"
 
 
+def scoring_floor(min_prompts: int) -> int:
+    """Prompts a scored cell needs: ``min_prompts``, and never fewer than SCORED_MIN_PROMPTS."""
+    return max(int(min_prompts), SCORED_MIN_PROMPTS)
+
+
+def scored_cells(table: pd.DataFrame, *, min_prompts: int, min_sources: int) -> pd.Series:
+    """Which cells count toward a score (a boolean per row of ``table``).
+
+    A cell needs a finite rho over enough prompts (:func:`scoring_floor`). An off-diagonal
+    cell also needs its probe (dataset, method, layer position) carried into its target from at
+    least ``min_sources`` distinct source models whose cells have that much; single pairs are
+    reported but not scored. A diagonal cell (the identity) needs only its prompts.
+    """
+    ok = (table["n"] >= scoring_floor(min_prompts)) & np.isfinite(table["pearson_ce"])
+    off = table["source"] != table["target"]
+    keys = ["target", "dataset", "method", "layer_position"]
+    sources = table[ok & off].groupby(keys)["source"].nunique()
+    counts = pd.Series(
+        pd.MultiIndex.from_frame(table[keys]).map(sources.to_dict()), index=table.index
+    )
+    return (ok & (~off | (counts.fillna(0) >= min_sources))).astype(bool)
+
+
 def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """Mean rho per (source, target) over scored cells, with the count n and the band."""
+    """Mean rho per (source, target) over scored cells, with the count n and the band.
+
+    The diagonal is the identity: 1.0 wherever the model has cells at all, with n its cells.
+    """
     scored = table[table["scored"].astype(bool) & np.isfinite(table["pearson_ce"])]
     rows = []
     for s in models:
         for t in models:
             sub = scored[(scored.source == s) & (scored.target == t)]
             mean = float(sub["pearson_ce"].mean()) if len(sub) else float("nan")
-            if s == t and len(sub):
-                mean = 1.0
+            if s == t:
+                sub = table[(table.source == s) & (table.target == t)]
+                mean = 1.0 if len(sub) else float("nan")
             rows.append(
                 {
                     "source": s,

@@ -23,6 +23,7 @@ rule transfer_tables:
         **job_resources("transfer_tables"),
     params:
         models=list(CFG.models),
+        min_prompts=CFG.transfer.min_prompts,
         min_sources=CFG.transfer.min_sources,
     script:
         ENTRY
