@@ -211,6 +211,30 @@ def test_margin_is_blind_to_a_constant_and_gathers_the_last_index():
         margin_from_logits(logits, last[:3], (7, 2))
 
 
+def test_bfloat16_margins_are_computed_in_float32_at_the_head(tok):
+    """A bf16 model's margins come from the final hidden state and the head's two answer rows
+    in float32, not from bf16 logits (whose rounding here is larger than the tolerance)."""
+    model = tiny_llama().to(torch.bfloat16)
+    with torch.no_grad():  # logits of a realistic size, so that bf16 rounding shows
+        model.lm_head.weight.mul_(40.0)
+    answers = answer_ids(tok)
+    w = model.lm_head.weight[list(answers)].float()
+    want, rounded = [], []
+    with torch.inference_mode():
+        for p in PROMPTS:
+            out = model(**tok(p, return_tensors="pt"), output_hidden_states=True)
+            h = out.hidden_states[-1][0, -1].float()  # the final norm's output
+            two = h @ w.T
+            want.append(float(two[0] - two[1]))
+            bf = out.logits[0, -1, list(answers)].float()
+            rounded.append(float(bf[0] - bf[1]))
+    want, rounded = np.asarray(want), np.asarray(rounded)
+    got = token_margins(model, tok, PROMPTS, answers, batch_size=3)
+    tol = 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+    assert np.abs(rounded - want).max() > 20 * tol  # what margins from bf16 logits would be
+
+
 def test_token_margins_match_unpadded_full_logits(model, tok):
     answers = answer_ids(tok)
     tok.padding_side = "left"  # another tool switched it: margins must not care

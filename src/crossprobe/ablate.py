@@ -3,7 +3,9 @@
 Ablating unit vector ``u`` at layer ℓ replaces the block output ``x`` by ``x − (x·u)u`` at every
 token position (scope ``layer``), or at ℓ and every later block (scope ``from_layer``). The
 token margin is ``logit(pos) − logit(neg)`` at the last prompt token, in float32, and the effect
-of a direction on a prompt is ``Δm = m_ablated − m_clean``.
+of a direction on a prompt is ``Δm = m_ablated − m_clean``. The two answer logits are computed
+in float32 from the final hidden state (the output head's rows for the two answers), so a
+bfloat16 model's margins are not rounded to bfloat16's 8-bit mantissa at the head.
 
 Many directions share one forward pass: the prompt batch is repeated ``K`` times and copy ``k``
 is ablated along direction ``k``.
@@ -179,19 +181,42 @@ def _encode(
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
-def _last_logits(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> Float[torch.Tensor, "batch vocab"]:
-    """Logits at each row's last prompt token (from the mask).
+def answer_logits(
+    head: torch.nn.Module, h: Float[torch.Tensor, "*rows d"], answers: tuple[int, int]
+) -> Float[torch.Tensor, "*rows 2"]:
+    """The logits of the two answers (positive, negative) for hidden states ``h``, in float32.
 
-    The output head sees only the last-position hidden states, so the full
-    ``[batch, seq, vocab]`` logits are never built.
+    For a linear head only its two answer rows are used, in float32; any other head is run as
+    it is and its two answer columns are taken.
+    """
+    idx = list(answers)
+    if isinstance(head, torch.nn.Linear):
+        w = head.weight[idx].to(device=h.device, dtype=torch.float32)
+        out = h.to(torch.float32) @ w.T
+        if head.bias is not None:
+            out = out + head.bias[idx].to(device=h.device, dtype=torch.float32)
+        return out
+    return head(h)[..., idx].to(torch.float32)
+
+
+def _last_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    answers: tuple[int, int],
+) -> Float[torch.Tensor, "batch 2"]:
+    """The two answer logits at each row's last prompt token (from the mask), in float32.
+
+    The output head sees only the last-position hidden states and its output is replaced by the
+    two answer logits (:func:`answer_logits`) before the model's own post-processing (e.g. a
+    final logit soft-cap), so the full ``[batch, seq, vocab]`` logits are never kept.
     """
     last = last_token_index(attention_mask)
     head = model.get_output_embeddings()
     if head is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return logits[torch.arange(len(last), device=logits.device), last.to(logits.device)]
+        at = logits[torch.arange(len(last), device=logits.device), last.to(logits.device)]
+        return at[:, list(answers)].to(torch.float32)
 
     def gather_last(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         h = args[0]
@@ -203,12 +228,19 @@ def _last_logits(
         idx = last.to(h.device)
         return (h[torch.arange(h.shape[0], device=h.device), idx].unsqueeze(1), *args[1:])
 
-    handle = head.register_forward_pre_hook(gather_last)
+    def two_answers(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> torch.Tensor:
+        return answer_logits(module, args[0], answers)
+
+    handles = [
+        head.register_forward_pre_hook(gather_last),
+        head.register_forward_hook(two_answers),
+    ]
     try:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     finally:
-        handle.remove()
-    return logits[:, -1]
+        for handle in handles:
+            handle.remove()
+    return logits[:, -1].to(torch.float32)
 
 
 def _rows(module: torch.nn.Module) -> int:
@@ -254,9 +286,7 @@ def token_margins(
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
-            logits = _last_logits(model, ids, mask).unsqueeze(1)
-            zero = torch.zeros(len(ids), dtype=torch.long, device=logits.device)
-            out[start : start + len(ids)] = margin_from_logits(logits, zero, answers).cpu().numpy()
+            out[start : start + len(ids)] = _margins(_last_logits(model, ids, mask, answers))
     return out
 
 
@@ -294,8 +324,8 @@ class _CleanPass(NamedTuple):
     """Output of the ablated block."""
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
     """Positional and keyword arguments the model passed to each later block."""
-    logits: Float[torch.Tensor, "batch vocab"]
-    """Clean logits at each row's last prompt token."""
+    logits: Float[torch.Tensor, "batch 2"]
+    """Clean answer logits (positive, negative) at each row's last prompt token, float32."""
 
 
 class _ReplayError(RuntimeError):
@@ -303,7 +333,11 @@ class _ReplayError(RuntimeError):
 
 
 def _clean_pass(
-    model: PreTrainedModel, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model: PreTrainedModel,
+    layer: int,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    answers: tuple[int, int],
 ) -> _CleanPass:
     """Run the model once, recording block ``layer``'s output and every later block's inputs."""
     blocks = decoder_blocks(model)
@@ -322,7 +356,7 @@ def _clean_pass(
     try:
         for block in blocks[layer + 1 :]:
             handles.append(block.register_forward_pre_hook(record_inputs, with_kwargs=True))
-        logits = _last_logits(model, input_ids, attention_mask)
+        logits = _last_logits(model, input_ids, attention_mask, answers)
     finally:
         for h in handles:
             h.remove()
@@ -385,8 +419,9 @@ def _replay(
     u: Float[torch.Tensor, "k d"],
     scope: Scope,
     norm: torch.nn.Module | None,
-) -> Float[torch.Tensor, "kb vocab"]:
-    """Last-token logits of the ``K``-fold batch, copy ``k`` ablated along ``u[k]``.
+    answers: tuple[int, int],
+) -> Float[torch.Tensor, "kb 2"]:
+    """Last-token answer logits (float32) of the ``K``-fold batch, copy ``k`` ablated by ``u[k]``.
 
     Only blocks ``layer + 1 …`` run, each with the arguments the model gave it in the clean
     pass, repeated along the batch.
@@ -412,7 +447,7 @@ def _replay(
     h = h[rows, last.to(h.device).repeat(k)].unsqueeze(1)
     if norm is not None:
         h = norm(h)
-    logits = head(h)[:, -1]
+    logits = answer_logits(head, h, answers)[:, -1]
     cap = _logit_softcap(model)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
@@ -425,17 +460,18 @@ def _replay_matches(
     rec: _CleanPass,
     last: torch.Tensor,
     norm: torch.nn.Module | None,
+    answers: tuple[int, int],
 ) -> str | None:
     """``None`` if an unablated two-fold replay gives the clean logits, else why not."""
     zero = torch.zeros(2, rec.x.shape[-1], dtype=torch.float32)
     try:
-        got = _replay(model, layer, rec, last, zero, "from_layer", norm).float()
+        got = _replay(model, layer, rec, last, zero, "from_layer", norm, answers)
     except Exception as e:  # noqa: BLE001 - any failure means: use full forward passes
         return f"{type(e).__name__}: {e}"
-    want = rec.logits.float().repeat(2, 1)
+    want = rec.logits.repeat(2, 1)
     if got.shape != want.shape:
         return f"replayed logits have shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-    tol = 1e-3 if rec.logits.dtype == torch.float32 else 5e-2
+    tol = 1e-3 if rec.x.dtype == torch.float32 else 5e-2
     err = float((got - want).abs().max())
     scale = max(1.0, float(want.abs().max()))
     if not err <= tol * scale:
@@ -447,11 +483,10 @@ def _replay_matches(
 # Effects
 
 
-def _margins(
-    logits: Float[torch.Tensor, "rows vocab"], answers: tuple[int, int]
-) -> Float[np.ndarray, " rows"]:
+def _margins(logits: Float[torch.Tensor, "rows 2"]) -> Float[np.ndarray, " rows"]:
+    """Margins from answer logits (positive, negative), float32."""
     zero = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return margin_from_logits(logits.unsqueeze(1), zero, answers).cpu().numpy()
+    return margin_from_logits(logits.unsqueeze(1), zero, (0, 1)).cpu().numpy()
 
 
 def ablation_effects(
@@ -523,34 +558,38 @@ def ablation_effects(
                 rec: _CleanPass | None = None
                 if fanout:
                     try:
-                        rec = _clean_pass(model, layer, ids, mask)
+                        rec = _clean_pass(model, layer, ids, mask, answers)
                     except _ReplayError as e:
                         fanout = _fall_back(model, str(e))
                 last = last_token_index(mask)
                 if rec is not None and not verified and k_total > 0:
-                    why = _replay_matches(model, layer, rec, last, norm)
+                    why = _replay_matches(model, layer, rec, last, norm, answers)
                     if why is None:
                         verified = True
                     else:
                         fanout, rec = _fall_back(model, why), None
                 if clean is None:
-                    clean_logits = rec.logits if rec is not None else _last_logits(model, ids, mask)
-                    clean_out[sl] = _margins(clean_logits, answers)
+                    clean_logits = (
+                        rec.logits if rec is not None else _last_logits(model, ids, mask, answers)
+                    )
+                    clean_out[sl] = _margins(clean_logits)
                 for k0 in range(0, k_total, group):
                     uk = u_live[k0 : k0 + group]
                     kk = uk.shape[0]
                     logits: torch.Tensor | None = None
                     if rec is not None:
                         try:
-                            logits = _replay(model, layer, rec, last, uk, scope, norm)
+                            logits = _replay(model, layer, rec, last, uk, scope, norm, answers)
                         except Exception as e:
                             if _is_oom(e):
                                 raise
                             fanout, rec = _fall_back(model, f"{type(e).__name__}: {e}"), None
                     if logits is None:
                         with directional_ablation(model, layer, uk, scope=scope):
-                            logits = _last_logits(model, ids.repeat(kk, 1), mask.repeat(kk, 1))
-                    ablated[k0 : k0 + kk, sl] = _margins(logits, answers).reshape(kk, n)
+                            logits = _last_logits(
+                                model, ids.repeat(kk, 1), mask.repeat(kk, 1), answers
+                            )
+                    ablated[k0 : k0 + kk, sl] = _margins(logits).reshape(kk, n)
             except Exception as e:
                 if not _is_oom(e) or batch_size <= 1:
                     raise
