@@ -124,11 +124,8 @@ def scored_cells(table: pd.DataFrame, *, min_prompts: int, min_sources: int) -> 
     ok = (table["n"] >= scoring_floor(min_prompts)) & np.isfinite(table["pearson_ce"])
     off = table["source"] != table["target"]
     keys = ["target", "dataset", "method", "layer_position"]
-    sources = table[ok & off].groupby(keys)["source"].nunique()
-    counts = pd.Series(
-        pd.MultiIndex.from_frame(table[keys]).map(sources.to_dict()), index=table.index
-    )
-    return (ok & (~off | (counts.fillna(0) >= min_sources))).astype(bool)
+    sources = table["source"].where(ok & off).groupby([table[k] for k in keys])
+    return (ok & (~off | (sources.transform("nunique") >= min_sources))).astype(bool)
 
 
 def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
@@ -140,11 +137,12 @@ def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     rows = []
     for s in models:
         for t in models:
-            sub = scored[(scored.source == s) & (scored.target == t)]
-            mean = float(sub["pearson_ce"].mean()) if len(sub) else float("nan")
-            if s == t:
+            if s == t:  # the identity: every cell of the model, scored or not
                 sub = table[(table.source == s) & (table.target == t)]
                 mean = 1.0 if len(sub) else float("nan")
+            else:
+                sub = scored[(scored.source == s) & (scored.target == t)]
+                mean = float(sub["pearson_ce"].mean()) if len(sub) else float("nan")
             rows.append(
                 {
                     "source": s,
