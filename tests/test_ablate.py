@@ -229,7 +229,9 @@ def test_bfloat16_margins_are_computed_in_float32_at_the_head(tok):
             bf = out.logits[0, -1, list(answers)].float()
             rounded.append(float(bf[0] - bf[1]))
     want, rounded = np.asarray(want), np.asarray(rounded)
-    got = token_margins(model, tok, PROMPTS, answers, batch_size=3)
+    # One prompt per batch, as in the reference: in bf16 a padded batch rounds the blocks'
+    # arithmetic differently, which is not what this test is about.
+    got = token_margins(model, tok, PROMPTS, answers, batch_size=1)
     tol = 1e-5 * np.abs(want).max()
     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
     assert np.abs(rounded - want).max() > 20 * tol  # what margins from bf16 logits would be
