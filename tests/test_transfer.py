@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crossprobe.stats import effect_ratio
 from crossprobe.transfer import (
     CellInputs,
     band,
@@ -16,6 +17,7 @@ from crossprobe.transfer import (
 def inputs(dm_s, dm_t, null, **kw):
     d = np.ones(4)
     base = dict(
+        dm_source_null=null,
         carried_direction=d,
         target_direction=d,
         transfer_auroc=0.9,
@@ -41,6 +43,32 @@ def test_unrelated_effects_sit_in_the_null():
     assert abs(res["pearson_ce"]) < 0.2
     assert res["ci_low"] < 0 < res["ci_high"]
     assert res["p_value"] > 0.05
+
+
+def test_correlated_effects_no_larger_than_a_random_direction_do_not_beat_the_null():
+    """Pearson is blind to scale: a tiny effect that follows the source's is still rho ~ 1.
+    Only the effect-size half of the null tells it from a mechanism the model uses."""
+    rng = np.random.default_rng(3)
+    n, k = 300, 32
+    null = rng.normal(size=(k, n))  # each random direction moves the margin by about 1 RMS
+    dm_s = 20.0 * rng.normal(size=n)  # a direction the source uses: ~20 random directions
+    follows = dm_s / 20.0 + 0.1 * rng.normal(size=n)  # same pattern, random-direction size
+    weak = score_cell(inputs(dm_s, 3.0 * follows, null))
+    assert weak["ci_low"] > weak["null_p95"]  # rho alone says "transfer"
+    assert weak["source_effect"] == pytest.approx(20.0, rel=0.1)
+    assert weak["target_effect"] == pytest.approx(3.0, rel=0.1)
+    assert not weak["beats_null"]
+    strong = score_cell(inputs(dm_s, 15.0 * follows, null))
+    assert strong["target_effect"] == pytest.approx(15.0, rel=0.1) and strong["beats_null"]
+    assert not score_cell(inputs(dm_s, 15.0 * follows, null), min_effect_ratio=16)["beats_null"]
+    assert score_cell(inputs(dm_s, 3.0 * follows, null), min_effect_ratio=0)["beats_null"]
+
+
+def test_effect_ratio_known_answer():
+    null = np.array([[1.0, -1.0], [2.0, 2.0], [3.0, -3.0]])  # RMS 1, 2, 3: median 2
+    assert effect_ratio(np.array([6.0, -6.0]), null) == pytest.approx(3.0)
+    assert np.isnan(effect_ratio(np.ones(2), np.zeros((3, 2))))
+    assert np.isnan(effect_ratio(np.ones(2), np.zeros((0, 2))))
 
 
 def test_mismatched_prompts_are_refused():
@@ -75,6 +103,9 @@ def table():
                         ci_high=rho + 0.1,
                         null_p95=0.2,
                         p_value=0.01,
+                        source_effect=30.0,
+                        target_effect=4.0,
+                        beats_null=False,
                         transfer_auroc=0.8,
                         cosine=0.9,
                         scored=True,
@@ -106,6 +137,8 @@ def test_overstatement_and_probebench():
         "notes",
     } <= set(cells[0])
     assert "n=250" in cells[0]["notes"]
+    assert "x30.000 source, x4.000 target" in cells[0]["notes"]
+    assert "does not beat its null" in cells[0]["notes"]
 
 
 def full_table(models="abcd", n=250):

@@ -101,6 +101,7 @@ class TransferOptions:
     bootstrap: int = 1000
     ci: float = 0.95
     min_sources: int = 3
+    min_effect_ratio: float = 10.0
     seed: int = 0
 
 

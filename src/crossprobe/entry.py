@@ -538,6 +538,12 @@ def _test_xy(store: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
     return store.layer(layer, rows), store.labels()[rows]
 
 
+def _null_effects(self_effects: pd.DataFrame, layer: int) -> np.ndarray:
+    """The model's k random-direction effects at one layer, [k, prompt]."""
+    cols = [c for c in self_effects if c.startswith(f"null:{layer}:")]
+    return np.stack([self_effects[c].to_numpy(np.float64) for c in cols])
+
+
 def correlate(smk: Any) -> None:
     """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (source, target)."""
     from crossprobe.align import identity_map, load_maps
@@ -573,9 +579,7 @@ def correlate(smk: Any) -> None:
             fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
             xs, ys = _test_xy(src_store, ls)
             xt, yt = _test_xy(tgt_store, lt)
-            null = np.stack(
-                [tgt_self[c].to_numpy(np.float64) for c in tgt_self if c.startswith(f"null:{lt}:")]
-            )
+            null, src_null = _null_effects(tgt_self, lt), _null_effects(src_fx, ls)
             for method in sorted({m for m, layer in src_probes if layer == ls}):
                 ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
                 dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
@@ -588,6 +592,7 @@ def correlate(smk: Any) -> None:
                     dm_source=dm_s,
                     dm_target=dm_t,
                     dm_null=null,
+                    dm_source_null=src_null,
                     carried_direction=fmap.carry_direction(ps.direction),
                     target_direction=pt.direction,
                     transfer_auroc=auroc(yt, xt @ fmap.carry_weight(ps.weight)),
@@ -600,6 +605,7 @@ def correlate(smk: Any) -> None:
                     n_resamples=transfer["bootstrap"],
                     ci=transfer["ci"],
                     seed=transfer["seed"],
+                    min_effect_ratio=transfer["min_effect_ratio"],
                 )
                 null_rhos = res.pop("_null_rhos")
                 key = {

@@ -114,7 +114,8 @@ def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Pa
 
 
 def plot_profiles(table: pd.DataFrame, path: str | Path) -> None:
-    """Per-probe transfer profiles: rho with its CI for every target, one panel per source."""
+    """Per-probe transfer profiles: rho with its CI for every target, one panel per source;
+    a black ring marks a cell that beats its null (rho and effect size)."""
     off = table[table.source != table.target].copy()
     off["probe"] = off["dataset"] + "/" + off["method"] + "/p" + off["layer_position"].astype(str)
     sources = sorted(off["source"].unique())
@@ -127,14 +128,25 @@ def plot_profiles(table: pd.DataFrame, path: str | Path) -> None:
         for k, t in enumerate(targets):
             st = sub[sub.target == t].sort_values("probe")
             y = range(len(st))
+            ys = [v + 0.12 * (k - len(targets) / 2) for v in y]
             ax.errorbar(
                 st["pearson_ce"],
-                [v + 0.12 * (k - len(targets) / 2) for v in y],
+                ys,
                 xerr=[st["pearson_ce"] - st["ci_low"], st["ci_high"] - st["pearson_ce"]],
                 fmt="o",
                 ms=3,
                 lw=0.8,
                 label=t,
+            )
+            beats = st["beats_null"].astype(bool).to_numpy()
+            ax.scatter(
+                st["pearson_ce"][beats],
+                [v for v, b in zip(ys, beats, strict=True) if b],
+                s=40,
+                facecolors="none",
+                edgecolors="k",
+                lw=0.8,
+                label="beats its null" if k == 0 else None,
             )
             ax.set_yticks(list(y), st["probe"], fontsize=6)
         ax.axvline(0, color="0.6", lw=0.8)

@@ -103,6 +103,21 @@ def null_test(rho: float, null_rhos: Sequence[float] | np.ndarray) -> NullResult
     return NullResult(float(np.percentile(null, 95)), float((1 + np.sum(null >= rho)) / (k + 1)), k)
 
 
+def effect_ratio(dm: Float[np.ndarray, " n"], dm_null: Float[np.ndarray, "k n"]) -> float:
+    """How many times a typical random direction's effect an ablation moves the margin.
+
+    RMS over prompts of ``dm`` divided by the median, over the k random directions, of the
+    RMS of their effects on the same prompts (nan without a finite, non-zero null).
+    """
+    null = np.asarray(dm_null, dtype=np.float64)
+    if null.ndim != 2 or null.shape[0] == 0:
+        return float("nan")
+    typical = float(np.median(np.sqrt(np.mean(null**2, axis=1))))
+    if not np.isfinite(typical) or typical == 0.0:
+        return float("nan")
+    return float(np.sqrt(np.mean(np.asarray(dm, dtype=np.float64) ** 2)) / typical)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity; NaN when either vector is zero or the widths differ."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()

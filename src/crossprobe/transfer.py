@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crossprobe.stats import bootstrap_pearson, cosine, null_test, overstatement, pearson
+from crossprobe.stats import (
+    bootstrap_pearson,
+    cosine,
+    effect_ratio,
+    null_test,
+    overstatement,
+    pearson,
+)
 
 #: Prompts a cell needs before its rho counts toward a score, whatever floor the run sets: a run
 #: may lower ``transfer.min_prompts`` to compute smaller cells, and those stay unscored.
@@ -35,6 +42,9 @@ CELL_COLUMNS = [
     "null_p95",
     "p_value",
     "null_k",
+    "source_effect",
+    "target_effect",
+    "beats_null",
     "transfer_auroc",
     "source_auroc",
     "target_auroc",
@@ -44,6 +54,10 @@ CELL_COLUMNS = [
 ]
 
 STRONG, PARTIAL = 0.70, 0.40
+
+#: Default of ``transfer.min_effect_ratio``: an ablation must move the margin at least ten times
+#: as much as a typical random direction of the same model and layer (an order of magnitude).
+MIN_EFFECT_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class CellInputs:
     """Effect of the carried probe in the target, same prompts."""
     dm_null: np.ndarray
     """Effects of k random target directions at the target layer, [k, prompt]."""
+    dm_source_null: np.ndarray
+    """Effects of k random source directions at the source layer, [k, prompt]."""
     carried_direction: np.ndarray
     """d_{s->t} in the target's space."""
     target_direction: np.ndarray
@@ -72,8 +88,15 @@ def score_cell(
     n_resamples: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    min_effect_ratio: float = MIN_EFFECT_RATIO,
 ) -> dict[str, Any]:
-    """Pearson_CE with its bootstrap CI, the random-direction null and the cosine baseline."""
+    """Pearson_CE with its bootstrap CI, the random-direction null and the cosine baseline.
+
+    ``beats_null`` needs both halves of the null: rho's interval above the null's 95th
+    percentile, and each ablation's effect at least ``min_effect_ratio`` times a typical random
+    direction's in its own model (Pearson's rho is blind to scale: two effects no larger than a
+    random direction's can still correlate).
+    """
     if inputs.dm_source.shape != inputs.dm_target.shape:
         raise ValueError(
             f"source effects {inputs.dm_source.shape} and target effects "
@@ -84,6 +107,11 @@ def score_cell(
     )
     null_rhos = np.array([pearson(inputs.dm_source, row) for row in inputs.dm_null])
     null = null_test(corr.rho, null_rhos)
+    effects = (
+        effect_ratio(inputs.dm_source, inputs.dm_source_null),
+        effect_ratio(inputs.dm_target, inputs.dm_null),
+    )
+    beats = corr.ci_low > null.p95 and min(effects) >= min_effect_ratio
     return {
         "n": corr.n,
         "pearson_ce": corr.rho,
@@ -92,6 +120,9 @@ def score_cell(
         "null_p95": null.p95,
         "p_value": null.p_value,
         "null_k": null.k,
+        "source_effect": effects[0],
+        "target_effect": effects[1],
+        "beats_null": bool(beats),
         "transfer_auroc": inputs.transfer_auroc,
         "source_auroc": inputs.source_auroc,
         "target_auroc": inputs.target_auroc,
@@ -191,6 +222,9 @@ def probebench_entries(table: pd.DataFrame) -> dict[str, list[dict[str, object]]
                     f"layers {row['source_layer']}->{row['target_layer']}; "
                     f"95% CI [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]; n={row['n']}; "
                     f"null p95={_fmt(row['null_p95'])}, p={_fmt(row['p_value'])}; "
+                    f"effect x{_fmt(row['source_effect'])} source, "
+                    f"x{_fmt(row['target_effect'])} target (random direction = 1); "
+                    f"{'beats' if row['beats_null'] else 'does not beat'} its null; "
                     f"cosine={_fmt(row['cosine'])}; "
                     f"{'scored' if row['scored'] else 'not scored'}"
                 ),
