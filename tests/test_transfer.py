@@ -62,6 +62,10 @@ def test_correlated_effects_no_larger_than_a_random_direction_do_not_beat_the_nu
     assert strong["target_effect"] == pytest.approx(15.0, rel=0.1) and strong["beats_null"]
     assert not score_cell(inputs(dm_s, 15.0 * follows, null), min_effect_ratio=16)["beats_null"]
     assert score_cell(inputs(dm_s, 3.0 * follows, null), min_effect_ratio=0)["beats_null"]
+    # No defined ratio where the source's random directions move nothing.
+    silent = score_cell(inputs(dm_s, 15.0 * follows, null, dm_source_null=np.zeros((k, n))))
+    assert silent["ci_low"] > silent["null_p95"] and np.isnan(silent["source_effect"])
+    assert not silent["beats_null"]
 
 
 def test_effect_ratio_known_answer():

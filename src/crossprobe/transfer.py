@@ -111,7 +111,8 @@ def score_cell(
         effect_ratio(inputs.dm_source, inputs.dm_source_null),
         effect_ratio(inputs.dm_target, inputs.dm_null),
     )
-    beats = corr.ci_low > null.p95 and min(effects) >= min_effect_ratio
+    # An undefined (nan) effect ratio or interval never beats the null.
+    beats = corr.ci_low > null.p95 and all(e >= min_effect_ratio for e in effects)
     return {
         "n": corr.n,
         "pearson_ce": corr.rho,
