@@ -9,11 +9,10 @@ CORES ?= 2
 setup: $(VENV)/.installed
 
 # Exact versions from constraints.txt (torch 2.13.0 is the CPU build used locally).
-# --no-compile: modules are byte-compiled when first imported instead of all at install time
-# (set-up 56 s instead of 103 s on 2 cores); the venv's own pip is recent enough.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 run: setup
