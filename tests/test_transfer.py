@@ -109,7 +109,7 @@ def table():
                         p_value=0.01,
                         source_effect=30.0,
                         target_effect=4.0,
-                        beats_null=False,
+                        beats_null=m == "dim" and s != t,
                         transfer_auroc=0.8,
                         cosine=0.9,
                         scored=True,
@@ -123,6 +123,8 @@ def test_matrix_counts_and_no_data_cells():
     assert m.loc[("a", "a"), "band"] == "identity" and m.loc[("a", "a"), "mean_pearson_ce"] == 1
     assert m.loc[("a", "b"), "n"] == 2 and m.loc[("a", "b"), "band"] == "partial"
     assert m.loc[("c", "a"), "band"] == "no data" and m.loc[("c", "a"), "n"] == 0
+    assert m.loc[("a", "b"), "beats_null"] == 1  # the dim cell of the two
+    assert m.loc[("a", "a"), "beats_null"] == 0 and m.loc[("c", "a"), "beats_null"] == 0
 
 
 def test_overstatement_and_probebench():
@@ -142,7 +144,8 @@ def test_overstatement_and_probebench():
     } <= set(cells[0])
     assert "n=250" in cells[0]["notes"]
     assert "x30.000 source, x4.000 target" in cells[0]["notes"]
-    assert "does not beat its null" in cells[0]["notes"]
+    assert "beats its null" in cells[0]["notes"]
+    assert "does not beat its null" in entries["d-logreg-p0"][0]["notes"]
 
 
 def full_table(models="abcd", n=250):
@@ -156,6 +159,7 @@ def full_table(models="abcd", n=250):
             layer_position=0,
             n=n,
             pearson_ce=1.0 if s == t else 0.5,
+            beats_null=False,
         )
         for s in models
         for t in models

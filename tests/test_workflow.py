@@ -210,6 +210,9 @@ def test_matrix_probebench_and_figures(run):
     m = pd.read_csv(run / "results/tables/transfer_matrix.csv")
     assert len(m) == 9
     assert (m[m.source == m.target].band == "identity").all()
+    off = m[m.source != m.target]
+    control = (off.source == "random") | (off.target == "random")
+    assert (off[control].beats_null == 0).all() and (off[~control].beats_null >= 1).all(), off
     entries = list((run / "results/probebench").glob("*.yaml"))
     assert len(entries) == 2 * 2 * 2  # datasets x methods x layer positions
     doc = yaml.safe_load(entries[0].read_text())

@@ -65,7 +65,8 @@ BAND_NOTE = "bands: strong >= 0.70, partial 0.40-0.70, weak < 0.40"
 
 
 def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Path) -> None:
-    """Source rows, target columns: mean Pearson_CE with the probe count n in every cell."""
+    """Source rows, target columns: mean Pearson_CE with the probe count n in every cell, and
+    how many of the n beat their null."""
     import numpy as np
 
     grid = matrix.pivot(index="source", columns="target", values="mean_pearson_ce")
@@ -74,6 +75,9 @@ def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Pa
         index=models, columns=models
     )
     bands = matrix.pivot(index="source", columns="target", values="band").reindex(
+        index=models, columns=models
+    )
+    beats = matrix.pivot(index="source", columns="target", values="beats_null").reindex(
         index=models, columns=models
     )
     labels = np.empty(grid.shape, dtype=object)
@@ -85,7 +89,7 @@ def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Pa
             elif not np.isfinite(v):
                 labels[i, j] = "no data"
             else:
-                labels[i, j] = f"{v:.2f}\n{b}\nn={int(n)}"
+                labels[i, j] = f"{v:.2f}\n{b}\nn={int(n)}, {int(beats.loc[s, t])} > null"
     side = 1.3 * len(models) + 2.5
     fig, ax = plt.subplots(figsize=(side, side * 0.85))
     shown = grid.copy()

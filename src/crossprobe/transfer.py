@@ -161,7 +161,8 @@ def scored_cells(table: pd.DataFrame, *, min_prompts: int, min_sources: int) -> 
 
 
 def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """Mean rho per (source, target) over scored cells, with the count n and the band.
+    """Mean rho per (source, target) over scored cells, with the count n, the band, and how
+    many of those n cells beat their null (``beats_null``; none is counted on the diagonal).
 
     The diagonal is the identity: 1.0 wherever the model has cells at all, with n its cells.
     """
@@ -181,6 +182,7 @@ def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
                     "target": t,
                     "mean_pearson_ce": mean,
                     "n": len(sub),
+                    "beats_null": 0 if s == t else int(sub["beats_null"].astype(bool).sum()),
                     "band": "identity" if s == t else band(mean),
                 }
             )
