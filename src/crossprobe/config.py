@@ -102,6 +102,8 @@ class TransferOptions:
     ci: float = 0.95
     min_sources: int = 3
     min_effect_ratio: float = 10.0
+    """An ablation must move the margin this many times a typical random direction's (an
+    order of magnitude) before its cell can beat the null."""
     seed: int = 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crossprobe.config import TransferOptions
 from crossprobe.stats import (
     bootstrap_pearson,
     cosine,
@@ -55,10 +56,6 @@ CELL_COLUMNS = [
 
 STRONG, PARTIAL = 0.70, 0.40
 
-#: Default of ``transfer.min_effect_ratio``: an ablation must move the margin at least ten times
-#: as much as a typical random direction of the same model and layer (an order of magnitude).
-MIN_EFFECT_RATIO = 10.0
-
 
 @dataclass(frozen=True)
 class CellInputs:
@@ -88,7 +85,7 @@ def score_cell(
     n_resamples: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
-    min_effect_ratio: float = MIN_EFFECT_RATIO,
+    min_effect_ratio: float = TransferOptions.min_effect_ratio,
 ) -> dict[str, Any]:
     """Pearson_CE with its bootstrap CI, the random-direction null and the cosine baseline.
 
