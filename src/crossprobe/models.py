@@ -181,10 +181,11 @@ def num_layers(config: PretrainedConfig) -> int:
     )
 
 
-#: Memory that ``batch_size: auto`` treats as free on CPU (activations get half of it): tiny
-#: models, where per-call overhead dominates, run about a thousand rows a pass (beyond that
-#: CPU caches suffer), models of 100M parameters a few dozen.
-CPU_AUTO_MEMORY = 2**28
+#: Memory that ``batch_size: auto`` treats as free on CPU (activations get half of it). On CPU
+#: the fastest batch is set by the caches, not by memory: from this budget extraction and
+#: ablation run at 0.83-1.0x their best batch on the zoo model and on a 162M Llama, where
+#: 256 MiB ran the zoo at 0.53-0.63x (``benchmarks/bench_batch.py``).
+CPU_AUTO_MEMORY = 2**26
 #: Share of the GPU's free memory that an ``auto`` batch may fill (activations only).
 FREE_MEMORY_SHARE = 0.5
 MAX_AUTO_BATCH = 4096
