@@ -10,7 +10,8 @@ root::
 Methods (all under ``torch.inference_mode``, batch size 32 where batched):
 
 - ``crossprobe``: :func:`crossprobe.extract.extract_activations` with the batch size that the
-  workflow's default ``batch_size: auto`` picks for the model (printed), and again at 32.
+  workflow's default ``batch_size: auto`` picks for the model (printed), and again at 32; on
+  the Llama also on a copy of the model with the other attention (SDPA against eager).
 - ``per-prompt hidden_states``: one unpadded prompt at a time, ``output_hidden_states=True``.
 - ``batched hidden_states``: batches in input order, right padding, last token from the mask.
 - ``batched hooks + stop``: forward hooks on the blocks, stopping after the deepest one.
@@ -169,8 +170,11 @@ def transformer_lens_method(model, tok, layers) -> Callable[[list[str]], np.ndar
     return run
 
 
-def bench_model(name, model, tok, prompts, layers, rounds, *, extras: bool, slow_n: int):
-    """Time every method; per-prompt runs on the first ``slow_n`` prompts only."""
+def bench_model(
+    name, model, tok, prompts, layers, rounds, *, extras: bool, slow_n: int, alt_attn: str = ""
+):
+    """Time every method; per-prompt runs on the first ``slow_n`` prompts only. ``alt_attn``
+    adds crossprobe on a copy of the model with that attention implementation."""
     from crossprobe.models import resolve_batch_size
 
     auto = resolve_batch_size(model, "auto", max(len(ids) for ids in tok(prompts)["input_ids"]))
@@ -184,6 +188,15 @@ def bench_model(name, model, tok, prompts, layers, rounds, *, extras: bool, slow
             lambda p: extract_activations(model, tok, p, layers, batch_size=BATCH),
             False,
         ),
+    }
+    if alt_attn:
+        alt = copy.deepcopy(model)
+        alt.set_attn_implementation(alt_attn)
+        methods[f"crossprobe ({alt_attn})"] = (
+            lambda p: extract_activations(alt, tok, p, layers, batch_size=auto),
+            False,
+        )
+    methods |= {
         "per-prompt hidden_states": (lambda p: per_prompt(model, tok, p, layers), True),
         "batched hidden_states": (lambda p: batched_hidden_states(model, tok, p, layers), False),
         "batched hooks + stop": (lambda p: batched_hooks(model, tok, p, layers), False),
@@ -275,6 +288,7 @@ def main() -> None:
         rounds,
         extras=not args.no_extras,
         slow_n=min(n, 128),
+        alt_attn="sdpa" if args.attn == "eager" else "eager",
     )
     a, b = tps["per-prompt hidden_states"], tps["batched hidden_states"]
     c = tps["crossprobe"]
