@@ -6,6 +6,7 @@ root::
 
     .venv/bin/python benchmarks/bench_extract.py            # default, a few minutes on 2 cores
     .venv/bin/python benchmarks/bench_extract.py --quick    # smoke run
+    .venv/bin/python benchmarks/bench_extract.py --breakdown  # the zoo's time by stage only
 
 Methods (all under ``torch.inference_mode``, batch size 32 where batched):
 
@@ -249,6 +250,49 @@ def bench_model(
     return tps
 
 
+def breakdown(model, tok, prompts, rounds: int) -> None:
+    """Where a zoo extraction of blocks [0, 1] spends its time: the forward pass stopped at
+    successive points (a pre-hook or hook raising ``StopForward``), interleaved, best round."""
+    from crossprobe.extract import _pad_right
+    from crossprobe.models import resolve_batch_size
+
+    blocks = decoder_blocks(model)
+    ids = sorted(tok(prompts)["input_ids"], key=len, reverse=True)
+    bs = resolve_batch_size(model, "auto", len(ids[0]))
+    batches = [_pad_right(ids[i : i + bs], tok.pad_token_id, "cpu") for i in range(0, len(ids), bs)]
+
+    def stop(*_a: object) -> None:
+        raise StopForward
+
+    points = {
+        "embedding, mask and rotary (stop before block 0)": (blocks[0], True),
+        "through block 0": (blocks[0], False),
+        "through block 1's attention (stop before its MLP)": (blocks[1].mlp, True),
+        "through block 1 (the whole extraction's forward pass)": (blocks[1], False),
+    }
+    best = dict.fromkeys(points, float("inf"))
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for k, (module, pre) in points.items():
+                if pre:
+                    handle = module.register_forward_pre_hook(stop)
+                else:
+                    handle = module.register_forward_hook(stop)
+                t = time.perf_counter()
+                for b in batches:
+                    with contextlib.suppress(StopForward):
+                        model(**b, use_cache=False)
+                best[k] = min(best[k], time.perf_counter() - t)
+                handle.remove()
+    total = best["through block 1 (the whole extraction's forward pass)"]
+    print(
+        f"\n### zoo model: where the forward pass of an extraction of blocks [0, 1] spends its "
+        f"time ({len(prompts)} prompts, {bs} a pass, best of {rounds} rounds)\n"
+    )
+    rows = [[k, round(v * 1000, 1), round(v / total, 2)] for k, v in best.items()]
+    print(table(["forward pass stopped after", "ms", "share of the whole"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: few prompts, one round")
@@ -257,6 +301,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="eager", help="attention of the 100M model (eager, sdpa)")
     ap.add_argument("--no-extras", action="store_true", help="skip nnsight and TransformerLens")
+    ap.add_argument(
+        "--breakdown", action="store_true", help="only the zoo model's time by forward-pass stage"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n, rounds = (48, 1) if args.quick else (args.prompts, args.rounds)
@@ -265,6 +312,9 @@ def main() -> None:
     zoo, zoo_tok, zoo_prompts = zoo_model()
     step = max(1, len(zoo_prompts) // n)
     zp = zoo_prompts[::step][:n]
+    if args.breakdown:
+        breakdown(zoo, zoo_tok, zp, 9 if not args.quick else 1)
+        return
     bench_model(
         "zoo model (random-init Llama, 3 blocks, width 64)",
         zoo,
