@@ -144,34 +144,33 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     print_machine()
 
+    k = 4 if args.quick else 32
     zoo, zoo_tok, zoo_prompts = zoo_model()
-    zp = zoo_prompts[:64] if args.quick else zoo_prompts
-    za = answer_token_ids(zoo_tok, (" True", " False"), model="zoo")
-    bench_model(
-        "zoo model (random-init Llama, 3 blocks, width 64)",
-        zoo,
-        zoo_tok,
-        zp,
-        za,
-        n_ablate=32 if args.quick else 256,
-        k=4 if args.quick else 32,
-        rounds=rounds,
-    )
-
-    big = llama_100m("eager")
+    zoo_answers = answer_token_ids(zoo_tok, (" True", " False"), model="zoo")
     tok = word_tokenizer()
-    prompts = word_prompts(16 if args.quick else 256)
     answers = answer_token_ids(tok, ("True", "False"), model="llama")
-    bench_model(
-        "Llama 768×12 (eager attention)",
-        big,
-        tok,
-        prompts,
-        answers,
-        n_ablate=8 if args.quick else 32,
-        k=4 if args.quick else 32,
-        rounds=rounds,
-    )
+    runs = [  # name, model, tokenizer, prompts, answers, prompts ablated
+        (
+            "zoo model (random-init Llama, 3 blocks, width 64)",
+            lambda: zoo,
+            zoo_tok,
+            zoo_prompts[:64] if args.quick else zoo_prompts,
+            zoo_answers,
+            32 if args.quick else 256,
+        ),
+        (
+            "Llama 768×12 (eager attention)",
+            lambda: llama_100m("eager"),
+            tok,
+            word_prompts(16 if args.quick else 256),
+            answers,
+            8 if args.quick else 32,
+        ),
+    ]
+    for name, build, model_tok, prompts, model_answers, n_ablate in runs:
+        bench_model(
+            name, build(), model_tok, prompts, model_answers, n_ablate=n_ablate, k=k, rounds=rounds
+        )
 
 
 if __name__ == "__main__":
