@@ -17,6 +17,7 @@ CFG = validated_config(config)
 
 
 include: "workflow/rules/zoo.smk"
+include: "workflow/rules/convert.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/train.smk"

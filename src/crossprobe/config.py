@@ -38,7 +38,8 @@ class ModelSpec:
     name: str
     """Safe name used in file paths and wildcards."""
     path: str | None
-    """Hub id or local directory; None for zoo models."""
+    """Hub id or local directory (for ``gguf``: the repository or folder holding the file);
+    None for zoo models and local GGUF files."""
     zoo: Mapping[str, Any] | None
     """Zoo training options; None for loaded models."""
     revision: str | None = None
@@ -53,20 +54,54 @@ class ModelSpec:
     """Allow non-safetensors weights."""
     layers: tuple[int | float, ...] = ()
     """Layers as relative depths (float) or block indices (int)."""
+    gguf: str | None = None
+    """A GGUF file: a local path, or with ``path`` a file name in that repository or folder."""
 
     @property
     def is_zoo(self) -> bool:
         return self.zoo is not None
 
     @property
+    def is_gguf(self) -> bool:
+        return self.gguf is not None
+
+    @property
+    def base(self) -> str | None:
+        """The model of the run that a zoo entry fine-tunes (``zoo.base``), if any."""
+        return (self.zoo or {}).get("base")
+
+    @property
+    def gguf_folder_and_file(self) -> tuple[str, str]:
+        """What ``from_pretrained(folder, gguf_file=file)`` takes for this entry."""
+        assert self.gguf is not None
+        if self.path is not None:
+            return self.path, self.gguf
+        p = Path(self.gguf)
+        return str(p.parent), p.name
+
+    @property
+    def local_gguf(self) -> Path | None:
+        """The GGUF file on this machine (a local file or folder), None for a hub file."""
+        if self.gguf is None:
+            return None
+        folder, name = self.gguf_folder_and_file
+        p = Path(folder) / name
+        return p if self.path is None or Path(folder).is_dir() else None
+
+    @property
     def source(self) -> str:
         """Where `from_pretrained` loads the model from."""
-        return f"{RESULTS}/zoo/{self.name}" if self.is_zoo else str(self.path)
+        if self.is_zoo:
+            return f"{RESULTS}/zoo/{self.name}"
+        if self.is_gguf:
+            return f"{RESULTS}/models/{self.name}"
+        return str(self.path)
 
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `crossprobe.models.load_model`."""
         return {
-            "revision": self.revision,
+            # zoo and converted GGUF models load from a local folder: no revision applies
+            "revision": None if self.is_zoo or self.is_gguf else self.revision,
             "dtype": self.dtype,
             "trust_remote_code": self.trust_remote_code,
             "allow_pickle": self.allow_pickle,
@@ -154,8 +189,9 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
             )
         elif err.validator == "oneOf" and len(err.path) == 2 and err.path[0] == "models":
             messages.append(
-                f"{where}: give exactly one of `path` (hub id or directory) "
-                "or `zoo` (train locally)."
+                f"{where}: give exactly one of `path` (hub id or directory), `gguf` (a GGUF "
+                "file, optionally with `path` for its repository or folder) or `zoo` (train "
+                "locally)."
             )
         elif err.validator == "oneOf" and len(err.path) == 2 and err.path[0] == "datasets":
             messages.append(
@@ -228,8 +264,10 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
             f"models.{name}.layers has {len(own_layers)} entries but the top-level `layers` has "
             f"{len(layers)}: layers are paired across models by position, so give the same number."
         )
-    path = entry.get("path")
-    if path is not None:
+    path, gguf = entry.get("path"), entry.get("gguf")
+    if gguf is not None:
+        _check_gguf_path(name, path, gguf)
+    elif path is not None:
         _check_model_path(name, path)
     zoo = entry.get("zoo")
     if zoo is not None:
@@ -251,6 +289,7 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
         trust_remote_code=entry["trust_remote_code"],
         allow_pickle=entry["allow_pickle"],
         layers=own_layers,
+        gguf=gguf,
     )
 
 
@@ -272,6 +311,29 @@ def _check_model_path(name: str, path: str) -> None:
         raise ConfigError(
             f"models.{name}.path: {path!r} is neither an existing directory nor a hub id of the "
             "form `org/name`; fix the path or the id."
+        )
+
+
+def _check_gguf_path(name: str, path: str | None, gguf: str) -> None:
+    if path is None:
+        if not Path(gguf).is_file():
+            raise ConfigError(
+                f"models.{name}.gguf: file {gguf!r} does not exist; fix the path (relative to "
+                "the directory you run snakemake in), or give `path` (a hub repository or "
+                "folder) and the file's name as `gguf`."
+            )
+        return
+    if Path(path).is_dir():
+        if not (Path(path) / gguf).is_file():
+            raise ConfigError(
+                f"models.{name}.gguf: folder {path!r} has no file {gguf!r}; fix `gguf` (the "
+                "file name inside `path`) or `path`."
+            )
+        return
+    if path.startswith((".", "/", "~")) or not HUB_ID_RE.match(path):
+        raise ConfigError(
+            f"models.{name}.path: {path!r} is neither an existing folder nor a hub id of the "
+            "form `org/name` to find the GGUF file in; fix the path or the id."
         )
 
 
@@ -369,7 +431,7 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
 def _check_model(spec: ModelSpec, run: RunConfig) -> None:
     from crossprobe.layers import resolve_layers
 
-    info = _model_info(spec)
+    info = _model_info(spec, run)
     if info.n_layers is not None:
         for value in spec.layers:
             try:
@@ -382,7 +444,7 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
                 raise ConfigError(
                     f"models.{spec.name}: answer {answer!r} of dataset {ds.name!r} is not exactly "
                     f"one token in {spec.name}'s tokenizer; choose answers that are (e.g. with a "
-                    "leading space) via datasets.{ds.name}.answers."
+                    f"leading space) via datasets.{ds.name}.answers."
                 )
 
 
@@ -392,7 +454,11 @@ class _ModelInfo:
     single_token: Any  # Callable[[str], bool] | None
 
 
-def _model_info(spec: ModelSpec) -> _ModelInfo:
+def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
+    if spec.base is not None:
+        return _model_info(_base_spec(spec, run), run)
+    if spec.gguf is not None:
+        return _gguf_info(spec)
     if spec.zoo is not None:
         from crossprobe.zoo_spec import ZooSpec, zoo_answers
 
@@ -403,6 +469,52 @@ def _model_info(spec: ModelSpec) -> _ModelInfo:
     tokenizer_file = _locate(spec, "tokenizer.json")
     n_layers = _n_layers_from_json(config_file) if config_file else None
     return _ModelInfo(n_layers, _tokenizer_check(tokenizer_file) if tokenizer_file else None)
+
+
+def _base_spec(spec: ModelSpec, run: RunConfig) -> ModelSpec:
+    """The model a fine-tuned zoo entry starts from (``ConfigError`` if unknown or circular)."""
+    seen = [spec.name]
+    current = spec
+    while current.base is not None:
+        base = current.base
+        if base not in run.models:
+            raise ConfigError(
+                f"models.{spec.name}.zoo.base: {base!r} is not a model of this run; name one of "
+                f"{', '.join(sorted(set(run.models) - {spec.name}))}."
+            )
+        if base in seen:
+            raise ConfigError(
+                f"models.{spec.name}.zoo.base: fine-tuning goes round in a circle "
+                f"({' -> '.join([*seen, base])}); start the chain from a loaded model."
+            )
+        seen.append(base)
+        current = run.models[base]
+    return current
+
+
+def _gguf_info(spec: ModelSpec) -> _ModelInfo:
+    """Layers and answer tokens of a GGUF model, from the file's header (no weights read)."""
+    from crossprobe.convert import check_header, read_header, single_token_check
+
+    where = f"models.{spec.name}.gguf"
+    local = spec.local_gguf
+    if local is None:  # a file in a hub repository: checked from the local cache if there
+        assert spec.path is not None and spec.gguf is not None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(spec.path, spec.gguf, revision=spec.revision)
+        except Exception:  # a malformed cache must not stop planning; the job checks again
+            return _ModelInfo(None, None)
+        if not isinstance(found, str):
+            return _ModelInfo(None, None)
+        local = Path(found)
+    try:
+        header = read_header(local, tokens=True)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    check_header(header, where)
+    return _ModelInfo(header.n_layers, single_token_check(header))
 
 
 def _locate(spec: ModelSpec, filename: str) -> Path | None:

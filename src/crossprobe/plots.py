@@ -209,3 +209,41 @@ def plot_null(table: pd.DataFrame, nulls: pd.DataFrame, path: str | Path) -> Non
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_answers(answers: pd.DataFrame, table: pd.DataFrame, path: str | Path) -> None:
+    """Each model's own answer AUROC per dataset beside the best AUROC of its own probes.
+
+    A probe can read a feature (AUROC near 1) that the model's answer does not use (answer
+    AUROC near 0.5); only where both are high does a causal effect on the margin say much.
+    """
+    own = table[table.source == table.target]
+    best = own.groupby(["source", "dataset"])["source_auroc"].max().rename("probe").reset_index()
+    merged = answers.merge(
+        best, left_on=["model", "dataset"], right_on=["source", "dataset"], how="left"
+    )
+    long = merged.melt(
+        id_vars=["model", "dataset"],
+        value_vars=["answer_auroc", "probe"],
+        var_name="what",
+        value_name="auroc",
+    ).replace({"what": {"answer_auroc": "model's own answer", "probe": "best own probe"}})
+    datasets = sorted(answers["dataset"].unique())
+    width = max(4.0, 1.1 * answers["model"].nunique() + 1.5)
+    fig, axes = plt.subplots(
+        1,
+        len(datasets),
+        figsize=(width * len(datasets), 3.6),
+        squeeze=False,
+    )
+    for ax, d in zip(axes[0], datasets, strict=True):
+        sns.barplot(data=long[long.dataset == d], x="model", y="auroc", hue="what", ax=ax)
+        ax.axhline(0.5, color="0.4", lw=1, ls="--")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(d, fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("AUROC on test")
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Does the model answer with what its probes read?", fontsize=10)
+    save_figure(fig, path)

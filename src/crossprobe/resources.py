@@ -36,6 +36,7 @@ GPU_RULES: dict[str, str] = {
     "ablate_carried": "target",
 }
 CPU_RULES: tuple[str, ...] = (
+    "convert",
     "dataset",
     "train",
     "generalise",
@@ -44,6 +45,7 @@ CPU_RULES: tuple[str, ...] = (
     "correlate",
     "transfer_tables",
     "plot_transfer",
+    "answers_table",
 )
 
 #: Upper bound on the rows of a built-in family (each generates about 2,000 rows).
@@ -291,10 +293,30 @@ def _fallback(spec: ModelSpec, params: float, why: str) -> Footprint:
     return Footprint(int(params), n_layers, d, 32000, "fallback")
 
 
+def _gguf_footprint(spec: ModelSpec, unknown_params: float) -> Footprint:
+    """The size of a GGUF model from the file's header (its tensor table), never its weights."""
+    from crossprobe.convert import read_header
+
+    local = spec.local_gguf
+    if local is None:
+        assert spec.path is not None and spec.gguf is not None
+        local = _cached_hub_file(spec.path, spec.gguf, spec.revision)
+        if local is None:
+            return _fallback(spec, unknown_params, f"{spec.gguf} is not in the local cache")
+    h = read_header(local)
+    return Footprint(h.n_params, h.n_layers or 32, h.d_model or 4096, h.vocab_size, str(local))
+
+
 def model_footprint(spec: ModelSpec, unknown_params: float = 8e9) -> Footprint:
-    """The size of one model from its zoo spec or config.json; never reads weights."""
+    """The size of one model from its zoo spec, config.json or GGUF header; never reads weights.
+
+    A zoo entry that fine-tunes another model (``base``) is sized by the caller from its base
+    (`Sizer.footprint`).
+    """
     if spec.is_zoo:
         return _zoo_footprint(spec)
+    if spec.is_gguf:
+        return _gguf_footprint(spec, unknown_params)
     path = str(spec.path)
     local = Path(path)
     if local.is_dir():
@@ -419,7 +441,11 @@ class Sizer:
     def footprint(self, model: str) -> Footprint:
         if model not in self._footprints:
             spec = self.cfg.models[model]
-            self._footprints[model] = model_footprint(spec, self.cluster.unknown_model_params)
+            self._footprints[model] = (
+                self.footprint(spec.base)
+                if spec.base
+                else model_footprint(spec, self.cluster.unknown_model_params)
+            )
         return self._footprints[model]
 
     def gpus(self, model: str) -> GpuRequest:
@@ -512,7 +538,12 @@ class Sizer:
         n_data = len(self.cfg.datasets)
         n_methods = len(self.cfg.probes)
         seconds, nbytes = 30.0, 1.0 * GIB
-        if rule == "dataset":
+        if rule == "convert":
+            # The quantised file, the dequantised float32 model and its plain copy in memory.
+            n_params = self.footprint(w["model"]).n_params
+            nbytes += 3.0 * n_params * 4
+            seconds += n_params * 4 / LOAD_BYTES_PER_S * 20
+        elif rule == "dataset":
             rows = self.rows(w["dataset"])
             nbytes += rows * 2000.0
         elif rule in ("train", "generalise"):

@@ -241,3 +241,45 @@ def _num(x: object) -> float | None:
 def _fmt(x: object) -> str:
     v = float(x)  # type: ignore[arg-type]
     return f"{v:.3f}" if np.isfinite(v) else "nan"
+
+
+# ---------------------------------------------------------------------------------------------
+# The models' own answers
+
+ANSWER_COLUMNS = ["model", "dataset", "n", "positives", "answer_auroc", "answer_accuracy"]
+
+
+def answer_summary(margins: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """Per (model, dataset): AUROC of the model's own answer margin against the label on the
+    ``test`` rows, and its accuracy (margin > 0 for label 1, < 0 for label 0).
+
+    A causal agreement on the margin only means something where this AUROC is well above 0.5:
+    otherwise the model's answer does not depend on the feature its probes find.
+    """
+    from crossprobe.stats import accuracy, auroc
+
+    rows = []
+    for (model, dataset), df in sorted(margins.items()):
+        y = (df["label"].to_numpy(np.float64) > 0.5).astype(int)
+        m = df["margin"].to_numpy(np.float64)
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "n": len(df),
+                "positives": int(y.sum()),
+                "answer_auroc": auroc(y, m),
+                "answer_accuracy": accuracy(y, m),
+            }
+        )
+    return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
+
+
+def with_answer_auroc(table: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each cell's ``source_answer_auroc`` and ``target_answer_auroc``."""
+    a = answers.set_index(["model", "dataset"])["answer_auroc"]
+    out = table.copy()
+    for side in ("source", "target"):
+        keys = pd.MultiIndex.from_arrays([out[side], out["dataset"]])
+        out[f"{side}_answer_auroc"] = a.reindex(keys).to_numpy()
+    return out

@@ -3,6 +3,8 @@
 Each zoo model is trained from scratch on the non-``test`` rows of the built-in families, then
 saved with ``save_pretrained`` (model and tokenizer) so that from then on it loads like any hub
 model. This gives a workflow that shows real results on a laptop with no GPU and no network.
+A zoo entry with ``base`` fine-tunes another model of the run (a real pretrained LM) on the same
+rows with the same losses instead, through the same save and load path.
 """
 
 from __future__ import annotations
@@ -427,7 +429,7 @@ def train_model(
         loss_value = float(loss.detach())
         if (step + 1) % every == 0 or step + 1 == spec.steps:
             log(
-                f"zoo {spec.arch}/{spec.tokenizer} step {step + 1}/{spec.steps} "
+                f"zoo {_label(spec)} step {step + 1}/{spec.steps} "
                 f"loss {loss_value:.4f} (answer {float(answer_loss.detach()):.4f})"
             )
     model.eval()
@@ -491,31 +493,56 @@ class ZooResult(NamedTuple):
     metrics: dict[str, Any]
 
 
+def _label(spec: ZooSpec) -> str:
+    return f"{spec.arch}/{spec.tokenizer}" if spec.base is None else f"fine-tune of {spec.base}"
+
+
+def _base_model(base_dir: str | Path) -> tuple[PreTrainedModel, Any]:
+    """The base model to fine-tune, float32 and trainable, with its own tokenizer."""
+    from crossprobe.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(base_dir))
+    model = load_model(str(base_dir), dtype="float32")
+    model.requires_grad_(True)
+    return model, tokenizer
+
+
 def fit_zoo_model(
     spec: ZooSpec,
     *,
     splits: Mapping[str, float] | None = None,
     log: Callable[[str], None] = print,
+    base_dir: str | Path | None = None,
 ) -> ZooResult:
     """Build the tokenizer and model of ``spec``, train it (unless ``trained=False``), evaluate.
 
-    Trains on every non-``test`` row of the families; scores on the ``test`` rows only.
+    Trains on every non-``test`` row of the families; scores on the ``test`` rows only. With
+    ``spec.base``, ``base_dir`` is that model's folder: it is fine-tuned with its own tokenizer.
     """
     t0 = time.perf_counter()
     families = spec.resolved_families()
     train_ex = _examples(families, test=False, splits=splits)
     test_ex = _examples(families, test=True, splits=splits)
     answers = {a for pair in family_answers(families).values() for a in pair}
-    tokenizer = build_tokenizer(
-        spec.tokenizer, [e.prompt + e.answer for e in train_ex], sorted(answers)
-    )
+    if spec.base is not None:
+        if base_dir is None:
+            raise ConfigError(f"zoo: fine-tuning {spec.base!r} needs its folder (base_dir)")
+        model, tokenizer = _base_model(base_dir)
+    else:
+        tokenizer = build_tokenizer(
+            spec.tokenizer or "bpe", [e.prompt + e.answer for e in train_ex], sorted(answers)
+        )
     train_data = encode_examples(tokenizer, train_ex)
     test_data = encode_examples(tokenizer, test_ex)
     with _deterministic():
-        model = init_model(spec, tokenizer)
+        if spec.base is None:
+            model = init_model(spec, tokenizer)
+        else:
+            before = evaluate(model, test_data)
+            log(f"zoo {_label(spec)}: held-out answer accuracy before {before['test_accuracy']}")
         n_params = sum(p.numel() for p in model.parameters())
         log(
-            f"zoo {spec.arch}/{spec.tokenizer}: {n_params} parameters, vocab {len(tokenizer)}, "
+            f"zoo {_label(spec)}: {n_params} parameters, vocab {len(tokenizer)}, "
             f"{len(train_ex)} training / {len(test_ex)} held-out prompts"
         )
         final_loss: float | None = None
@@ -534,8 +561,11 @@ def fit_zoo_model(
         "test_unk_fraction": _unk_fraction(tokenizer, test_data),
         "splits": dict(splits) if splits is not None else None,
     }
+    if spec.base is not None:
+        metrics["base"] = spec.base
+        metrics["base_test_accuracy"] = before["test_accuracy"]
     log(
-        f"zoo {spec.arch}/{spec.tokenizer}: held-out answer accuracy "
+        f"zoo {_label(spec)}: held-out answer accuracy "
         f"{metrics['test_accuracy_overall']:.3f} ("
         + ", ".join(f"{f} {a:.3f}" for f, a in scores["test_accuracy"].items())
         + f") in {metrics['wall_seconds']:.1f} s"
@@ -563,6 +593,7 @@ def train_zoo_model(
     *,
     splits: Mapping[str, float] | None = None,
     log: Callable[[str], None] = print,
+    base_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or, with ``trained=False``, only initialise) one zoo model and save it.
 
@@ -571,7 +602,7 @@ def train_zoo_model(
     held-out (``test`` split) answer accuracy per family and overall, final training loss,
     steps, wall seconds and parameter count.
     """
-    result = fit_zoo_model(spec, splits=splits, log=log)
+    result = fit_zoo_model(spec, splits=splits, log=log, base_dir=base_dir)
     save_zoo_model(result, spec, out_dir)
     return result.metrics
 

@@ -16,6 +16,9 @@ TokenizerKind = Literal["word", "bpe"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 TOKENIZER_KINDS: tuple[str, ...] = get_args(TokenizerKind)
 
+#: Zoo keys that set a tiny model's shape: they do not apply to a fine-tuned model (``base``).
+SHAPE_KEYS = ("arch", "tokenizer", "n_layers", "d_model", "n_heads", "init_range")
+
 #: Every answer a built-in family can use; each must be one token in every zoo tokenizer.
 ANSWERS: tuple[str, ...] = (" True", " False", " Yes", " No")
 
@@ -24,12 +27,12 @@ ANSWERS: tuple[str, ...] = (" True", " False", " Yes", " No")
 class ZooSpec:
     """One zoo model: architecture, tokenizer, size and training recipe."""
 
-    arch: Arch
+    arch: Arch | None = None
     """Decoder family: ``llama`` (rotary, RMSNorm, SwiGLU), ``gpt2`` (learned absolute
-    positions, LayerNorm, GELU) or ``qwen3`` (rotary with query/key norms)."""
-    tokenizer: TokenizerKind
+    positions, LayerNorm, GELU) or ``qwen3`` (rotary with query/key norms). None with ``base``."""
+    tokenizer: TokenizerKind | None = None
     """``word``: word-level vocabulary with a whitespace/punctuation pre-tokenizer;
-    ``bpe``: byte-level BPE trained on the corpus."""
+    ``bpe``: byte-level BPE trained on the corpus. None with ``base``."""
     n_layers: int = 3
     """Number of decoder blocks."""
     d_model: int = 64
@@ -50,11 +53,25 @@ class ZooSpec:
     """Built-in statement families to train on; empty means all of them."""
     trained: bool = True
     """False: save the random-init model of the same size (same init) as a control."""
+    base: str | None = None
+    """Another model of the run to fine-tune (with its own tokenizer) instead of training a
+    tiny model from scratch; ``steps``, ``lr``, ``batch_size``, ``seed`` and ``families`` set
+    the fine-tuning."""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
+        if self.base is not None:
+            if not isinstance(self.base, str) or not self.base:
+                raise ConfigError(f"zoo: base must be the name of a model, got {self.base!r}")
+            if self.arch is not None or self.tokenizer is not None:
+                raise ConfigError(
+                    "zoo: a fine-tuned model (`base`) keeps its base's architecture and "
+                    "tokenizer; leave out arch and tokenizer"
+                )
+            if not self.trained:
+                raise ConfigError("zoo: `trained: false` with `base` would copy the base; drop it")
+        elif self.arch not in ARCHS:
             raise ConfigError(f"zoo: arch {self.arch!r} is unknown; use one of {list(ARCHS)}")
-        if self.tokenizer not in TOKENIZER_KINDS:
+        if self.base is None and self.tokenizer not in TOKENIZER_KINDS:
             raise ConfigError(
                 f"zoo: tokenizer {self.tokenizer!r} is unknown; use one of {list(TOKENIZER_KINDS)}"
             )
@@ -75,17 +92,8 @@ class ZooSpec:
             raise ConfigError(f"zoo: seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.trained, bool):
             raise ConfigError(f"zoo: trained must be true or false, got {self.trained!r}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(
-                f"zoo: n_heads={self.n_heads} does not divide d_model={self.d_model}; "
-                "choose n_heads that divides d_model"
-            )
-        if self.arch != "gpt2" and (self.d_model // self.n_heads) % 2:
-            raise ConfigError(
-                f"zoo: n_heads={self.n_heads} gives an odd head width "
-                f"{self.d_model // self.n_heads} for rotary arch {self.arch!r}; "
-                "choose n_heads so that d_model / n_heads is even"
-            )
+        if self.base is None:
+            self._check_shape()
         families = self.families
         if isinstance(families, str) or not isinstance(families, Iterable):
             raise ConfigError(f"zoo: families must be a list of family names, got {families!r}")
@@ -101,6 +109,19 @@ class ZooSpec:
             raise ConfigError(f"zoo: families lists a family twice: {list(families)}")
         object.__setattr__(self, "families", families)
 
+    def _check_shape(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"zoo: n_heads={self.n_heads} does not divide d_model={self.d_model}; "
+                "choose n_heads that divides d_model"
+            )
+        if self.arch != "gpt2" and (self.d_model // self.n_heads) % 2:
+            raise ConfigError(
+                f"zoo: n_heads={self.n_heads} gives an odd head width "
+                f"{self.d_model // self.n_heads} for rotary arch {self.arch!r}; "
+                "choose n_heads so that d_model / n_heads is even"
+            )
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ZooSpec:
         """A spec from one entry of the config's ``zoo:`` mapping; unknown keys are an error."""
@@ -110,9 +131,20 @@ class ZooSpec:
         unknown = sorted(set(d) - set(fields))
         if unknown:
             raise ConfigError(f"zoo: unknown key(s) {unknown}; known keys are {sorted(fields)}")
-        for required in ("arch", "tokenizer"):
-            if required not in d:
-                raise ConfigError(f"zoo: key {required!r} is required (one of a model's settings)")
+        if d.get("base") is not None:
+            shape = sorted(set(d) & set(SHAPE_KEYS))
+            if shape:
+                raise ConfigError(
+                    f"zoo: {shape} do not apply to a fine-tuned model (`base`): it keeps its "
+                    "base's architecture, size and weights; leave them out"
+                )
+        else:
+            for required in ("arch", "tokenizer"):
+                if required not in d:
+                    raise ConfigError(
+                        f"zoo: key {required!r} is required (one of a model's settings), or "
+                        "give `base` to fine-tune another model of the run"
+                    )
         kw = dict(d)
         for name in ("lr", "init_range"):
             # YAML 1.1 reads ``3e-3`` (no dot) as a string; accept numeric strings.
@@ -130,9 +162,12 @@ class ZooSpec:
         return self.families or tuple(_builtin_families())
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting that applies: a fine-tuned model's has no shape keys, a tiny model's
+        no ``base`` (so that the zoo job's params, and its rerun trigger, stay as they were)."""
         d = dataclasses.asdict(self)
         d["families"] = list(self.families)
-        return d
+        drop = SHAPE_KEYS if self.base is not None else ("base",)
+        return {k: v for k, v in d.items() if k not in drop}
 
 
 def _builtin_families() -> Mapping[str, Any]:

@@ -9,7 +9,8 @@ rule ablate_self:
         dataset="results/datasets/{dataset}.parquet",
         probes="results/probes/{model}/{dataset}.safetensors",
     output:
-        "results/effects/{model}/{dataset}/self.parquet",
+        effects="results/effects/{model}/{dataset}/self.parquet",
+        answer="results/effects/{model}/{dataset}/answer.parquet",
     log:
         "results/logs/ablate/{model}/{dataset}/self.log",
     conda:
@@ -42,5 +43,25 @@ rule ablate_carried:
         model=lambda w: model_params(w, w.target),
         datasets=lambda w: {d: asdict(spec) for d, spec in CFG.datasets.items()},
         transfer=transfer_params,
+    script:
+        ENTRY
+
+
+# Each model's own answer on its test rows: the AUROC of its margin, beside its probes'.
+rule answers_table:
+    input:
+        expand(
+            "results/effects/{model}/{dataset}/answer.parquet",
+            model=CFG.models,
+            dataset=CFG.datasets,
+        ),
+    output:
+        "results/tables/answers.csv",
+    log:
+        "results/logs/ablate/answers_table.log",
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("answers_table"),
     script:
         ENTRY

@@ -37,8 +37,31 @@ def dataset_params(wildcards):
 
 
 def model_files(name):
-    """Files a model's jobs depend on: its zoo directory, or nothing for hub/local models."""
-    return [f"results/zoo/{name}"] if CFG.models[name].is_zoo else []
+    """Files a model's jobs depend on: its zoo or converted GGUF folder, or nothing for
+    hub and local models."""
+    spec = CFG.models[name]
+    if spec.is_zoo:
+        return [f"results/zoo/{name}"]
+    if spec.is_gguf:
+        return [f"results/models/{name}"]
+    return []
+
+
+def gguf_input(wildcards):
+    """The local GGUF file a conversion reads (none for a file in a hub repository)."""
+    local = CFG.models[wildcards.model].local_gguf
+    return [str(local)] if local is not None else []
+
+
+def zoo_base_files(wildcards):
+    """The folder of the model a zoo entry fine-tunes, if it has a `base`."""
+    base = CFG.models[wildcards.model].base
+    return model_files(base) if base else []
+
+
+def zoo_base_source(wildcards):
+    base = CFG.models[wildcards.model].base
+    return CFG.models[base].source if base else None
 
 
 def store(model, dataset):
@@ -71,7 +94,9 @@ def all_outputs():
     outputs += [
         "results/tables/transfer.csv",
         "results/tables/transfer_matrix.csv",
+        "results/tables/answers.csv",
         "results/figures/transfer_matrix.png",
+        "results/figures/answers.png",
         "results/probebench",
     ]
     return outputs

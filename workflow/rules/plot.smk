@@ -9,6 +9,7 @@ rule transfer_tables:
     input:
         cells=[f"{c}.csv" for c in CELLS],
         null=[f"{c}.null.csv" for c in CELLS],
+        answers="results/tables/answers.csv",
     output:
         table="results/tables/transfer.csv",
         null="results/tables/transfer_null.csv",
@@ -34,6 +35,7 @@ rule plot_transfer:
         table="results/tables/transfer.csv",
         matrix="results/tables/transfer_matrix.csv",
         null="results/tables/transfer_null.csv",
+        answers="results/tables/answers.csv",
     output:
         matrix=report(
             "results/figures/transfer_matrix.png",
@@ -55,6 +57,11 @@ rule plot_transfer:
             caption="../report/null_distribution.rst",
             category="Transfer",
         ),
+        answers=report(
+            "results/figures/answers.png",
+            caption="../report/answers.rst",
+            category="Transfer",
+        ),
         pdfs=expand(
             "results/figures/{figure}.pdf",
             figure=[
@@ -62,6 +69,7 @@ rule plot_transfer:
                 "transfer_profiles",
                 "cosine_vs_rho",
                 "null_distribution",
+                "answers",
             ],
         ),
     log:

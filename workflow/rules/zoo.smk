@@ -1,7 +1,10 @@
-# Tiny causal LMs trained locally and saved with save_pretrained, then loaded like hub models.
+# Tiny causal LMs trained locally (or real models fine-tuned, with `base`) and saved with
+# save_pretrained, then loaded like hub models.
 
 
 rule zoo:
+    input:
+        base=zoo_base_files,
     output:
         directory("results/zoo/{model}"),
     log:
@@ -15,5 +18,6 @@ rule zoo:
         zoo=lambda w: CFG.models[w.model].zoo,
         # The zoo holds out the run's `test` statements, so it follows the run's splits.
         splits=CFG.splits,
+        base=zoo_base_source,
     script:
         ENTRY
