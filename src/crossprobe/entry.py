@@ -550,6 +550,8 @@ def ablate_self(smk: Any) -> None:
             scope=transfer["scope"],
             batch_size=batch_size,
             clean=clean,
+            progress=True,
+            desc=f"{spec.name}/{ds.name} layer {layer}",
         )
         for i, (method, _) in enumerate(keys):
             columns[f"probe:{method}:{layer}"] = dm[i]
@@ -594,6 +596,8 @@ def ablate_carried(smk: Any) -> None:
                 scope=transfer["scope"],
                 batch_size=batch_size,
                 clean=clean,
+                progress=True,
+                desc=f"{spec.name}/{ds.name} from {smk.wildcards.source} layer {lt}",
             )
             for i, (method, ls) in enumerate(keys):
                 columns[f"carried:{method}:{ls}:{lt}"] = dm[i]

@@ -537,9 +537,6 @@ def fit_zoo_model(
     with _deterministic():
         if spec.base is None:
             model = init_model(spec, tokenizer)
-        else:
-            before = evaluate(model, test_data)
-            log(f"zoo {_label(spec)}: held-out answer accuracy before {before['test_accuracy']}")
         n_params = sum(p.numel() for p in model.parameters())
         log(
             f"zoo {_label(spec)}: {n_params} parameters, vocab {len(tokenizer)}, "
@@ -563,7 +560,6 @@ def fit_zoo_model(
     }
     if spec.base is not None:
         metrics["base"] = spec.base
-        metrics["base_test_accuracy"] = before["test_accuracy"]
     log(
         f"zoo {_label(spec)}: held-out answer accuracy "
         f"{metrics['test_accuracy_overall']:.3f} ("
