@@ -178,3 +178,46 @@ def test_ridge_map_does_not_depend_on_activation_scale():
     big = fit_map(1000 * x_s, 1000 * x_t, method="ridge")
     assert np.allclose(small.A, big.A, atol=1e-4)
     assert small.r2_forward == pytest.approx(big.r2_forward, abs=1e-6)
+
+
+def _low_rank_pair(n: int, d_s: int, d_t: int, seed: int = 7):
+    """Rows spanning a 20-dimensional subspace of the source, rotated into the target."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((d_s, 20)))[0]  # [d_s, 20], orthonormal columns
+    X_s = rng.standard_normal((n, 20)) @ basis.T + rng.standard_normal(d_s)
+    rot = np.linalg.qr(rng.standard_normal((d_t, d_t)))[0][:, :d_s] if d_t >= d_s else None
+    if rot is None:  # narrower target: an isometry of the spanned subspace into it
+        rot = np.linalg.qr(rng.standard_normal((d_t, 20)))[0] @ basis.T
+    X_t = X_s @ rot.T
+    return X_s, X_t, basis, rot
+
+
+@pytest.mark.parametrize("widths", [(100, 100), (100, 80)])
+def test_procrustes_on_fewer_rows_than_width_stays_in_the_data(widths):
+    """Equal widths used to skip the PCA: on rank-deficient rows, orthogonal Procrustes then
+    completes the rotation arbitrarily outside the rows' span. Both cases now reduce to the
+    data's rank, so a direction inside the span is carried to its true image and one outside
+    it to almost nothing."""
+    d_s, d_t = widths
+    X_s, X_t, basis, rot = _low_rank_pair(62, d_s, d_t)
+    held = np.zeros(62, dtype=bool)
+    held[-12:] = True
+    m = fit_map(X_s, X_t, method="procrustes", heldout=held)
+    rng = np.random.default_rng(8)
+    inside = basis @ rng.standard_normal(20)
+    inside /= np.linalg.norm(inside)
+    carried = m.carry_direction(inside)
+    truth = rot @ inside
+    cos = carried @ truth / np.linalg.norm(carried) / np.linalg.norm(truth)
+    assert cos > 0.999
+    outside = rng.standard_normal(d_s)
+    outside -= basis @ (basis.T @ outside)
+    outside /= np.linalg.norm(outside)
+    assert np.linalg.norm(m.carry_direction(outside)) < 1e-3
+    assert m.r2_forward > 0.999
+
+
+def test_procrustes_without_variation_is_a_clear_error():
+    X = np.ones((10, 4))
+    with pytest.raises(ValueError, match="do not vary"):
+        fit_map(X, X, method="procrustes")

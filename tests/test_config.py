@@ -156,3 +156,23 @@ def test_transfer_options_out_of_range(default, key, value):
 def test_zoo_spec_errors_name_the_model(default):
     default["models"]["zoo-llama"]["zoo"]["arch"] = "mamba"
     check(default, "models.zoo-llama.zoo")
+
+
+def _with_fine_tune(default, base):
+    cfg = copy.deepcopy(default)
+    cfg["models"]["tuned"] = {"zoo": {"base": base, "steps": 5, "families": ["parity"]}}
+    return cfg
+
+
+def test_fine_tune_base_must_be_a_model_of_the_run(default):
+    run = validate_config(_with_fine_tune(default, "zoo-llama"))
+    assert run.models["tuned"].base == "zoo-llama"
+    check(_with_fine_tune(default, "nope"), "models.tuned.zoo.base: 'nope' is not a model")
+    cfg = _with_fine_tune(default, "tuned")
+    check(cfg, "models.tuned.zoo.base", "circle", "tuned -> tuned")
+
+
+def test_fine_tune_layers_are_checked_against_its_base(default):
+    cfg = _with_fine_tune(default, "zoo-llama")
+    cfg["models"]["tuned"]["layers"] = [0, 1, 7]
+    check(cfg, "models.tuned.layers", "out of range")

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-AGGREGATES = {"generalisation_table", "transfer_tables", "plot_transfer", "all"}
+AGGREGATES = {"generalisation_table", "answers_table", "transfer_tables", "plot_transfer", "all"}
 
 
 def _zoo(arch: str, tokenizer: str, seed: int) -> dict:

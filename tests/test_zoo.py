@@ -320,3 +320,40 @@ def test_spec_validation_names_the_field(entry, field):
 def test_spec_requires_arch_and_tokenizer():
     with pytest.raises(ConfigError, match="tokenizer"):
         ZooSpec.from_dict({"arch": "llama"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning another model of the run (`base`)
+
+
+def test_fine_tuning_a_base_keeps_its_shape_and_tokenizer_and_lowers_the_loss(tmp_path):
+    base_spec = tiny("llama", "bpe", steps=40, families=("parity",))
+    base = fit_zoo_model(replace(base_spec, trained=False), log=quiet)
+    save_zoo_model(base, base_spec, tmp_path / "base")
+    spec = ZooSpec.from_dict(
+        {"base": "tiny", "steps": 40, "lr": 3e-3, "batch_size": 32, "families": ["parity"]}
+    )
+    tuned = fit_zoo_model(spec, log=quiet, base_dir=tmp_path / "base")
+    again = fit_zoo_model(spec, log=quiet, base_dir=tmp_path / "base")
+    assert tuned.metrics["base"] == "tiny" and tuned.metrics["steps"] == 40
+    assert tuned.tokenizer.get_vocab() == base.tokenizer.get_vocab()
+    assert tuned.model.config.to_dict()["num_hidden_layers"] == base_spec.n_layers
+    assert tuned.metrics["test_answer_loss"] < base.metrics["test_answer_loss"] - 0.5
+    start = base.model.state_dict()
+    assert any(not torch.equal(t, start[k]) for k, t in tuned.model.state_dict().items())
+    for k, t in tuned.model.state_dict().items():  # deterministic, like training from scratch
+        assert torch.equal(t, again.model.state_dict()[k]), k
+    with pytest.raises(ConfigError, match="needs its folder"):
+        fit_zoo_model(spec, log=quiet)
+
+
+def test_fine_tune_spec_leaves_out_shape_keys():
+    spec = ZooSpec.from_dict({"base": "m", "steps": 5})
+    assert spec.arch is None and spec.to_dict()["base"] == "m"
+    assert not {"arch", "tokenizer", "n_layers", "d_model", "n_heads"} & set(spec.to_dict())
+    assert ZooSpec.from_dict(spec.to_dict()) == spec
+    assert "base" not in tiny().to_dict()  # a tiny model's params are what they were
+    with pytest.raises(ConfigError, match=r"\['arch', 'd_model'\] do not apply"):
+        ZooSpec.from_dict({"base": "m", "arch": "llama", "d_model": 32})
+    with pytest.raises(ConfigError, match="trained: false"):
+        ZooSpec.from_dict({"base": "m", "trained": False})

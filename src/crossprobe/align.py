@@ -173,11 +173,22 @@ def _ridge(
 def _procrustes(
     X_s: Float[np.ndarray, "row d_s"], X_t: Float[np.ndarray, "row d_t"]
 ) -> tuple[Float[np.ndarray, "d_t d_s"], Float[np.ndarray, " d_t"]]:
-    """Orthogonal map of centred activations; the wider side is first reduced by PCA."""
+    """Orthogonal map of centred activations, within the subspace the data spans.
+
+    Each side is reduced by PCA to ``k = min(d_s, d_t, rank_s, rank_t)`` dimensions: the
+    smaller width, or the rank of the fitting rows when it is lower (fewer rows than the width,
+    equal widths included). Orthogonal Procrustes on rank-deficient data would otherwise return
+    an arbitrary rotation of the directions the rows never visit; restricted to the spanned
+    subspace, a direction outside it is carried to (nearly) nothing instead.
+    """
     mu_s, mu_t = X_s.mean(0), X_t.mean(0)
     Zs, Zt = X_s - mu_s, X_t - mu_t
     d_s, d_t = Zs.shape[1], Zt.shape[1]
-    k = min(d_s, d_t)
+    k = min(d_s, d_t, int(np.linalg.matrix_rank(Zs)), int(np.linalg.matrix_rank(Zt)))
+    if k < 1:
+        raise ValueError(
+            f"the fitting rows do not vary (source {X_s.shape}, target {X_t.shape}): no map"
+        )
     # P_* [k, d_*]: orthonormal rows spanning the kept subspace of each side.
     P_s = _pca_basis(Zs, k) if d_s > k else np.eye(d_s)
     P_t = _pca_basis(Zt, k) if d_t > k else np.eye(d_t)

@@ -1,0 +1,130 @@
+"""End to end on real pretrained LMs: SmolLM2-135M-Instruct and Gemma 3 270M from the GGUF
+files that PyPI packages ship (``make real-models``), through every stage of the workflow.
+
+A reduced run (120 rows of `cities`, two layers, two null directions) keeps it to a few
+minutes; the full real run is ``make real`` (README, "A real-model run"). Without the packages
+the test is skipped, unless ``CROSSPROBE_REAL_MODELS=required`` (as CI sets it), where their
+absence is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from test_workflow import snakemake
+
+from crossprobe.convert import PACKAGED, install_packaged, sha256_file
+
+pytestmark = pytest.mark.slow
+
+SMOLLM2, GEMMA3 = PACKAGED
+
+
+def _packages_installed() -> bool:
+    return all(importlib.util.find_spec(p) is not None for p in set(PACKAGED.values()))
+
+
+if not _packages_installed():
+    if os.environ.get("CROSSPROBE_REAL_MODELS") == "required":
+        raise RuntimeError("the real GGUF packages are not installed: run `make real-models`")
+    pytest.skip("real GGUF packages not installed (make real-models)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    from crossprobe.datasets import generate_builtin
+
+    work = tmp_path_factory.mktemp("real")
+    install_packaged(work / "gguf")
+    generate_builtin("cities").head(120).to_csv(work / "cities.csv", index=False)
+    config = {
+        "models": {
+            "smollm2": {"gguf": f"gguf/{SMOLLM2}"},
+            "gemma3": {"gguf": f"gguf/{GEMMA3}"},
+        },
+        "datasets": {"cities": {"path": "cities.csv"}},
+        "layers": [0.5, 1.0],
+        "transfer": {
+            "null_directions": 2,
+            "bootstrap": 50,
+            "min_prompts": 10,
+            "allow_unscored": True,
+            "min_sources": 1,
+        },
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work)
+    return work
+
+
+def test_each_gguf_converted_once_into_a_plain_folder(run):
+    for name, file in (("smollm2", SMOLLM2), ("gemma3", GEMMA3)):
+        folder = run / "results/models" / name
+        record = json.loads((folder / "gguf.json").read_text())
+        assert record["sha256"] == sha256_file(run / "gguf" / file)
+        assert record["dtype"] == "float32"
+        assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+        assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    assert json.loads((run / "results/models/gemma3/config.json").read_text())["model_type"] == (
+        "gemma3_text"
+    )
+
+
+def test_cached_activations_equal_transformers_own_from_the_gguf(run):
+    """The store holds what transformers computes from the GGUF itself (no conversion)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from crossprobe.cache import open_store
+    from crossprobe.datasets import format_prompt, read_dataset
+
+    store = open_store(run / "results/activations/smollm2/cities.zarr")
+    df = read_dataset(run / "results/datasets/cities.parquet")
+    tok = AutoTokenizer.from_pretrained(run / "gguf", gguf_file=SMOLLM2)
+    model = AutoModelForCausalLM.from_pretrained(
+        run / "gguf", gguf_file=SMOLLM2, dtype=torch.float32
+    )
+    rows = [0, 7, 42]
+    with torch.no_grad():
+        for r in rows:
+            prompt = format_prompt(store.attrs["template"], df["statement"][r])
+            ids = tok(prompt, return_tensors="pt")
+            out = model(**ids, output_hidden_states=True)
+            layer = store.layers[0]  # not the last block: hidden_states there is final-normed
+            expected = out.hidden_states[layer + 1][0, -1].numpy()
+            got = store.layer(layer, np.array([r]))[0]
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_answers_and_transfer_tables(run):
+    answers = pd.read_csv(run / "results/tables/answers.csv")
+    df = pd.read_parquet(run / "results/datasets/cities.parquet")
+    assert set(answers["model"]) == {"smollm2", "gemma3"}
+    assert (answers["n"] == int((df["split"] == "test").sum())).all()
+    assert answers["answer_auroc"].between(0, 1).all()
+    t = pd.read_csv(run / "results/tables/transfer.csv")
+    diag = t[t.source == t.target]
+    assert (diag.pearson_ce == 1).all()
+    off = t[t.source != t.target]
+    assert set(zip(off.source, off.target, strict=True)) == {
+        ("smollm2", "gemma3"),
+        ("gemma3", "smollm2"),
+    }
+    assert np.isfinite(off.pearson_ce).all() and np.isfinite(off.cosine).all()
+    lookup = answers.set_index("model")["answer_auroc"]
+    np.testing.assert_allclose(off.source_answer_auroc, lookup[off.source].to_numpy())
+    np.testing.assert_allclose(off.target_answer_auroc, lookup[off.target].to_numpy())
+    for fig in ("transfer_matrix", "cosine_vs_rho", "answers", "generalization_gemma3"):
+        assert (run / f"results/figures/{fig}.png").stat().st_size > 10_000
+
+
+def test_ablation_logs_show_progress(run):
+    log = (run / "results/logs/ablate/gemma3/cities/self.log").read_text()
+    assert "gemma3/cities layer" in log and "directions)" in log
