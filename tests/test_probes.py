@@ -61,3 +61,28 @@ def test_save_load_round_trip(tmp_path):
         assert np.array_equal(q.weight, p.weight) and q.bias == p.bias
         assert np.array_equal(q.score(x), p.score(x))
     assert (tmp_path / "p.json").exists()
+
+
+def test_near_constant_coordinates_cannot_carry_the_logreg_direction(monkeypatch):
+    """A pure-noise coordinate with σ a thousandth of the others', few rows for the width (as
+    on a real model's train split): standardised to unit variance it gets a weight like any
+    other noise coordinate, and w/σ multiplies that by 1000. The floor keeps it out."""
+    import crossprobe.probes as probes
+    from crossprobe.probes import SCALE_FLOOR, standard_scale
+
+    x, y, planted_dir = planted(n=400, d=64, shift=0.5)
+    rng = np.random.default_rng(5)
+    x = np.column_stack([x, 5.0 + 1e-3 * rng.standard_normal(len(y))])
+    sd = x.std(0)
+    scale = standard_scale(x)
+    assert scale[-1] == pytest.approx(SCALE_FLOOR * np.median(sd))
+    np.testing.assert_array_equal(scale[:-1], np.maximum(sd[:-1], SCALE_FLOOR * np.median(sd)))
+
+    def share(p):
+        return p.direction[-1] ** 2 / np.sum(p.direction**2)
+
+    floored = fit_logreg(x, y, 0)
+    assert share(floored) < 1e-3
+    assert cosine(floored.direction[:-1], planted_dir) > 0.6
+    monkeypatch.setattr(probes, "SCALE_FLOOR", 0.0)  # w / σ with the raw σ
+    assert share(fit_logreg(x, y, 0)) > 0.5
