@@ -241,3 +241,21 @@ def test_report_is_self_contained(run):
     snakemake(run, "--report", "results/report.html")
     html = (run / "results/report.html").read_text(errors="ignore")
     assert "transfer_matrix.png" in html and "Pearson_CE" in html
+
+
+def test_answer_table_tells_trained_models_from_the_control(run):
+    """Trained zoo models answer larger_than (their margin follows the label); the untrained
+    control's margin does not."""
+    a = pd.read_csv(run / "results/tables/answers.csv").set_index(["model", "dataset"])
+    df = pd.read_parquet(run / "results/datasets/larger_than.parquet")
+    assert (a["n"] == int((df["split"] == "test").sum())).loc[:, "larger_than"].all()
+    for m in ("llama", "gpt2"):
+        assert a.loc[(m, "larger_than"), "answer_auroc"] > 0.8
+    assert 0.35 < a.loc[("random", "larger_than"), "answer_auroc"] < 0.65
+    t = pd.read_csv(run / "results/tables/transfer.csv")
+    row = t[(t.source == "random") & (t.target == "llama") & (t.dataset == "larger_than")].iloc[0]
+    assert row.source_answer_auroc == pytest.approx(
+        a.loc[("random", "larger_than"), "answer_auroc"]
+    )
+    assert row.target_answer_auroc == pytest.approx(a.loc[("llama", "larger_than"), "answer_auroc"])
+    assert (run / "results/figures/answers.png").stat().st_size > 10_000
