@@ -487,3 +487,31 @@ def test_fanout_equals_full_forward_passes_on_cuda(tok, scope, caplog):
         model, tok, PROMPTS, answers, 1, d, scope=scope, batch_size=4, fanout=False
     )
     np.testing.assert_allclose(fast, slow, atol=0.05 * float(np.abs(slow).max()) + 1e-2)
+
+
+def test_several_layers_at_once_equal_one_layer_at_a_time(tok):
+    """One clean pass per batch serves every layer: the same effects as separate calls, the
+    clean margins of token_margins, and the blocks below the shallowest layer run once."""
+    from crossprobe.ablate import ablation_effects_by_layer
+
+    model, answers = tiny_llama(n_layers=4), answer_ids(tok)
+    dirs = {0: _directions(3), 2: _directions(2), 3: _directions(4)}
+    res = ablation_effects_by_layer(model, tok, PROMPTS, answers, dirs, batch_size=len(PROMPTS))
+    for layer, d in dirs.items():
+        alone = ablation_effects(model, tok, PROMPTS, answers, layer, d)
+        np.testing.assert_allclose(res.effects[layer], alone, atol=1e-5)
+    np.testing.assert_allclose(res.clean, token_margins(model, tok, PROMPTS, answers), atol=1e-5)
+    blocks = decoder_blocks(model)
+    calls = [0] * len(blocks)
+
+    def counter(i):
+        def hook(_m, _a, _o):
+            calls[i] += 1
+
+        return hook
+
+    with forward_hooks((b, counter(i)) for i, b in enumerate(blocks)):
+        ablation_effects_by_layer(model, tok, PROMPTS, answers, dirs, batch_size=len(PROMPTS))
+    # Block 0 runs once (the clean pass); each later block once more per verification and
+    # fan-out replay of every layer below it (layers 0 and 2 reach block 3; layer 3 none).
+    assert calls == [1, 3, 3, 5]

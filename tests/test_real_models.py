@@ -127,4 +127,4 @@ def test_answers_and_transfer_tables(run):
 
 def test_ablation_logs_show_progress(run):
     log = (run / "results/logs/ablate/gemma3/cities/self.log").read_text()
-    assert "gemma3/cities layer" in log and "directions)" in log
+    assert "gemma3/cities (2 layers, 8 directions)" in log and "prompt/s" in log

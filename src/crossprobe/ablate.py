@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
@@ -334,40 +334,50 @@ class _ReplayError(RuntimeError):
     """The recorded forward pass cannot be replayed for this model."""
 
 
-def _clean_pass(
+def _clean_passes(
     model: PreTrainedModel,
-    layer: int,
+    layers: Sequence[int],
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     answers: tuple[int, int],
-) -> _CleanPass:
-    """Run the model once, recording block ``layer``'s output and every later block's inputs."""
+) -> dict[int, _CleanPass]:
+    """Run the model once, recording the output of each block in ``layers`` and the inputs of
+    every block after the shallowest of them: one clean pass serves the fan-out of every layer.
+    """
     blocks = decoder_blocks(model)
-    outputs: list[torch.Tensor] = []
+    first = min(layers)
+    outputs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def record_output(module: torch.nn.Module, args: Any, output: Any) -> None:
-        outputs.append(block_output_tensor(output))
+    def record_output(layer: int) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            outputs[layer].append(block_output_tensor(output))
+
+        return hook
 
     def record_inputs(
         module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         calls.append((tuple(args), dict(kwargs)))
 
-    handles = [blocks[layer].register_forward_hook(record_output)]
+    handles = [blocks[layer].register_forward_hook(record_output(layer)) for layer in outputs]
     try:
-        for block in blocks[layer + 1 :]:
+        for block in blocks[first + 1 :]:
             handles.append(block.register_forward_pre_hook(record_inputs, with_kwargs=True))
         logits = _last_logits(model, input_ids, attention_mask, answers)
     finally:
         for h in handles:
             h.remove()
-    if len(outputs) != 1 or len(calls) != len(blocks) - layer - 1:
+    ran = {layer: len(out) for layer, out in outputs.items()}
+    if set(ran.values()) != {1} or len(calls) != len(blocks) - first - 1:
         raise _ReplayError(
-            f"block {layer} ran {len(outputs)} times and the {len(blocks) - layer - 1} later "
-            f"blocks {len(calls)} times in one forward pass; expected once each"
+            f"blocks {sorted(ran)} ran {sorted(ran.values())} times and the "
+            f"{len(blocks) - first - 1} blocks after block {first} {len(calls)} times in one "
+            "forward pass; expected once each"
         )
-    return _CleanPass(outputs[0], calls, logits)
+    return {
+        layer: _CleanPass(out[0], calls[layer - first :], logits) for layer, out in outputs.items()
+    }
 
 
 def _repeat_rows(obj: Any, b: int, k: int, memo: dict[int, Any]) -> Any:
@@ -490,6 +500,15 @@ def _margins(logits: Float[torch.Tensor, "rows 2"]) -> Float[np.ndarray, " rows"
     return (logits[:, 0] - logits[:, 1]).to(torch.float32).cpu().numpy()
 
 
+class LayerEffects(NamedTuple):
+    """Effects of directions ablated at several layers, over the same prompts."""
+
+    clean: Float[np.ndarray, " prompt"]
+    """Clean margins (from the shared clean pass, or as given)."""
+    effects: dict[int, Float[np.ndarray, "k prompt"]]
+    """``Δm[k, i]`` per layer, for that layer's directions."""
+
+
 def ablation_effects(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -515,25 +534,67 @@ def ablation_effects(
     the later blocks run once per direction (see the module docstring); ``fanout=False`` runs
     the whole model for every direction. Both give the same effects up to float rounding.
     ``progress`` writes a progress bar (prompts done, directions in ``desc``) to stderr, which
-    a workflow job sends to its log.
+    a workflow job sends to its log. :func:`ablation_effects_by_layer` does several layers at
+    once, with one clean pass per prompt batch for all of them.
+    """
+    return ablation_effects_by_layer(
+        model,
+        tokenizer,
+        prompts,
+        answer_ids,
+        {layer: directions},
+        scope=scope,
+        batch_size=batch_size,
+        clean=clean,
+        fanout=fanout,
+        progress=progress,
+        desc=desc,
+    ).effects[int(layer)]
+
+
+def ablation_effects_by_layer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answer_ids: tuple[int, int],
+    directions: Mapping[int, Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"]],
+    *,
+    scope: Scope = "layer",
+    batch_size: int = 32,
+    clean: Float[np.ndarray, " prompt"] | None = None,
+    fanout: bool = True,
+    progress: bool = False,
+    desc: str = "",
+) -> LayerEffects:
+    """:func:`ablation_effects` for the directions of several layers (``{layer: directions}``).
+
+    With ``fanout``, each prompt batch runs through the model once: that clean pass records
+    every ablated block's output and the inputs of every later block, gives the clean margins
+    (unless ``clean`` is given), and each layer's directions are replayed from it. Per layer,
+    the effects are those :func:`ablation_effects` gives for that layer alone.
     """
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
-    u = unit_directions(directions)
     d_model = hidden_size(model.config)
-    if u.shape[1] != d_model:
-        raise ValueError(
-            f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
-            f"{d_model}: expected [k, {d_model}]"
-        )
     n_blocks = len(decoder_blocks(model))
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
-    if not 0 <= layer < n_blocks:
-        raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+    if not directions:
+        raise ValueError("no layers to ablate: give at least one {layer: directions}")
     if scope not in ("layer", "from_layer"):
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
-    layer = int(layer)
+    units: dict[int, torch.Tensor] = {}
+    for layer, dirs in directions.items():
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+        if not 0 <= layer < n_blocks:
+            raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+        u = unit_directions(dirs)
+        if u.shape[1] != d_model:
+            raise ValueError(
+                f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
+                f"{d_model}: expected [k, {d_model}]"
+            )
+        units[int(layer)] = u
+    layers = sorted(units)
     if clean is not None:
         clean = np.asarray(clean, dtype=np.float32)
         if clean.shape != (len(prompts),):
@@ -545,17 +606,21 @@ def ablation_effects(
     clean_out = np.empty(len(prompts), dtype=np.float32) if clean is None else clean
     # A zero direction ablates nothing: its effect is exactly 0 and it needs no forward pass
     # (a pass with another batch shape can differ from the clean one by float rounding).
-    live = torch.nonzero(u.abs().sum(1) > 0).flatten()
-    u_live = u[live]
-    k_total = u_live.shape[0]
+    live = {layer: torch.nonzero(u.abs().sum(1) > 0).flatten() for layer, u in units.items()}
+    u_live = {layer: units[layer][live[layer]] for layer in layers}
+    ablated = {
+        layer: np.empty((u_live[layer].shape[0], len(prompts)), dtype=np.float32)
+        for layer in layers
+    }
     max_rows = batch_size * ROWS_PER_BATCH_FACTOR
-    ablated = np.empty((k_total, len(prompts)), dtype=np.float32)
     norm = final_norm(model) if fanout else None
-    verified = False
+    verified: set[int] = set()
+    n_dirs = sum(int(u.shape[0]) for u in u_live.values())
+    label = f"{len(layers)} layers, " if len(layers) > 1 else ""
     bar = tqdm(
         total=len(prompts),
         disable=not progress,
-        desc=f"{desc} ({k_total} directions)".strip(),
+        desc=f"{desc} ({label}{n_dirs} directions)".strip(),
         file=sys.stderr,
         unit="prompt",
     )
@@ -567,41 +632,48 @@ def ablation_effects(
                 n = len(ids)
                 sl = slice(start, start + n)
                 group = max(1, max_rows // n)
-                rec: _CleanPass | None = None
+                recs: dict[int, _CleanPass] | None = None
                 if fanout:
                     try:
-                        rec = _clean_pass(model, layer, ids, mask, answers)
+                        recs = _clean_passes(model, layers, ids, mask, answers)
                     except _ReplayError as e:
                         fanout = _fall_back(model, str(e))
                 last = last_token_index(mask)
-                if rec is not None and not verified and k_total > 0:
-                    why = _replay_matches(model, layer, rec, last, norm, answers)
-                    if why is None:
-                        verified = True
-                    else:
-                        fanout, rec = _fall_back(model, why), None
                 if clean is None:
                     clean_logits = (
-                        rec.logits if rec is not None else _last_logits(model, ids, mask, answers)
+                        next(iter(recs.values())).logits
+                        if recs is not None
+                        else _last_logits(model, ids, mask, answers)
                     )
                     clean_out[sl] = _margins(clean_logits)
-                for k0 in range(0, k_total, group):
-                    uk = u_live[k0 : k0 + group]
-                    kk = uk.shape[0]
-                    logits: torch.Tensor | None = None
-                    if rec is not None:
-                        try:
-                            logits = _replay(model, layer, rec, last, uk, scope, norm, answers)
-                        except Exception as e:
-                            if _is_oom(e):
-                                raise
-                            fanout, rec = _fall_back(model, f"{type(e).__name__}: {e}"), None
-                    if logits is None:
-                        with directional_ablation(model, layer, uk, scope=scope):
-                            logits = _last_logits(
-                                model, ids.repeat(kk, 1), mask.repeat(kk, 1), answers
-                            )
-                    ablated[k0 : k0 + kk, sl] = _margins(logits).reshape(kk, n)
+                for layer in layers:
+                    u_layer = u_live[layer]
+                    k_total = u_layer.shape[0]
+                    rec = recs[layer] if recs is not None and fanout else None
+                    if rec is not None and layer not in verified and k_total > 0:
+                        why = _replay_matches(model, layer, rec, last, norm, answers)
+                        if why is None:
+                            verified.add(layer)
+                        else:
+                            fanout, rec = _fall_back(model, why), None
+                    for k0 in range(0, k_total, group):
+                        uk = u_layer[k0 : k0 + group]
+                        kk = uk.shape[0]
+                        logits: torch.Tensor | None = None
+                        if rec is not None:
+                            try:
+                                logits = _replay(model, layer, rec, last, uk, scope, norm, answers)
+                            except Exception as e:
+                                if _is_oom(e):
+                                    raise
+                                fanout = _fall_back(model, f"{type(e).__name__}: {e}")
+                                rec = None
+                        if logits is None:
+                            with directional_ablation(model, layer, uk, scope=scope):
+                                logits = _last_logits(
+                                    model, ids.repeat(kk, 1), mask.repeat(kk, 1), answers
+                                )
+                        ablated[layer][k0 : k0 + kk, sl] = _margins(logits).reshape(kk, n)
             except Exception as e:
                 if not _is_oom(e) or batch_size <= 1:
                     raise
@@ -612,9 +684,12 @@ def ablation_effects(
                 continue
             start += n
             bar.update(n)
-    effects = np.zeros((u.shape[0], len(prompts)), dtype=np.float32)
-    effects[live.numpy()] = ablated - clean_out[None, :]
-    return effects
+    effects = {}
+    for layer in layers:
+        fx = np.zeros((units[layer].shape[0], len(prompts)), dtype=np.float32)
+        fx[live[layer].numpy()] = ablated[layer] - clean_out[None, :]
+        effects[layer] = fx
+    return LayerEffects(clean_out, effects)
 
 
 def _is_oom(err: BaseException) -> bool:

@@ -517,7 +517,7 @@ def answers_table(smk: Any) -> None:
 
 def ablate_self(smk: Any) -> None:
     """Effects of a model's own probes and of k random directions per layer (the null)."""
-    from crossprobe.ablate import ablation_effects, random_directions, token_margins
+    from crossprobe.ablate import ablation_effects_by_layer, random_directions
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
@@ -528,42 +528,45 @@ def ablate_self(smk: Any) -> None:
     answers = answer_token_ids(tok, ds.answers, model=spec.name)
     probes = load_probes(smk.input.probes)
     batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
-    clean = token_margins(model, tok, prompts, answers, batch_size=batch_size)
-    _write_answers(
-        smk.output.answer, smk.input.dataset, ds, (rows, clean), model, tok, answers, batch_size
-    )
-    columns: dict[str, np.ndarray] = {"clean": clean}
+    keys, directions = {}, {}
     for layer in sorted({layer for _, layer in probes}):
-        keys = sorted(k for k in probes if k[1] == layer)
-        d_model = probes[keys[0]].direction.shape[0]
+        keys[layer] = sorted(k for k in probes if k[1] == layer)
+        d_model = probes[keys[layer][0]].direction.shape[0]
         null = random_directions(
             d_model, transfer["null_directions"], seed=transfer["seed"] + layer
         )
-        dirs = np.concatenate([np.stack([probes[k].direction for k in keys]), null])
-        dm = ablation_effects(
-            model,
-            tok,
-            prompts,
-            answers,
-            layer,
-            dirs,
-            scope=transfer["scope"],
-            batch_size=batch_size,
-            clean=clean,
-            progress=True,
-            desc=f"{spec.name}/{ds.name} layer {layer}",
+        directions[layer] = np.concatenate(
+            [np.stack([probes[k].direction for k in keys[layer]]), null]
         )
-        for i, (method, _) in enumerate(keys):
+    # One clean pass per prompt batch serves every layer and gives the clean margins.
+    res = ablation_effects_by_layer(
+        model,
+        tok,
+        prompts,
+        answers,
+        directions,
+        scope=transfer["scope"],
+        batch_size=batch_size,
+        progress=True,
+        desc=f"{spec.name}/{ds.name}",
+    )
+    _write_answers(
+        smk.output.answer, smk.input.dataset, ds, (rows, res.clean), model, tok, answers, batch_size
+    )
+    columns: dict[str, np.ndarray] = {"clean": res.clean}
+    for layer, dm in res.effects.items():
+        n_probes = len(keys[layer])
+        for i, (method, _) in enumerate(keys[layer]):
             columns[f"probe:{method}:{layer}"] = dm[i]
-        for j in range(null.shape[0]):
-            columns[f"null:{layer}:{j}"] = dm[len(keys) + j]
-        log.info("layer %d: %d probe and %d null directions", layer, len(keys), null.shape[0])
+        for j in range(dm.shape[0] - n_probes):
+            columns[f"null:{layer}:{j}"] = dm[n_probes + j]
+        log.info("layer %d: %d probe and %d null directions", layer, n_probes, len(dm) - n_probes)
     _write_parquet(smk.output.effects, _effects_frame(rows, columns))
 
 
 def ablate_carried(smk: Any) -> None:
     """Effects in the target of every probe of the source, carried through the pair's maps."""
-    from crossprobe.ablate import ablation_effects, token_margins
+    from crossprobe.ablate import ablation_effects_by_layer
     from crossprobe.align import load_maps
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
@@ -579,27 +582,29 @@ def ablate_carried(smk: Any) -> None:
         answers = answer_token_ids(tok, ds.answers, model=spec.name)
         probes = load_probes(probe_path)
         batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
-        clean = token_margins(model, tok, prompts, answers, batch_size=batch_size)
-        columns: dict[str, np.ndarray] = {"clean": clean}
-        for lt in sorted({lt for _, lt in maps}):
-            keys = [(m, ls) for (m, ls) in sorted(probes) if (ls, lt) in maps]
-            dirs = np.stack(
-                [maps[(ls, lt)].carry_direction(probes[(m, ls)].direction) for m, ls in keys]
-            )
-            dm = ablation_effects(
-                model,
-                tok,
-                prompts,
-                answers,
-                lt,
-                dirs,
-                scope=transfer["scope"],
-                batch_size=batch_size,
-                clean=clean,
-                progress=True,
-                desc=f"{spec.name}/{ds.name} from {smk.wildcards.source} layer {lt}",
-            )
-            for i, (method, ls) in enumerate(keys):
+        keys = {
+            lt: [(m, ls) for (m, ls) in sorted(probes) if (ls, lt) in maps]
+            for lt in sorted({lt for _, lt in maps})
+        }
+        directions = {
+            lt: np.stack([maps[(ls, lt)].carry_direction(probes[(m, ls)].direction) for m, ls in k])
+            for lt, k in keys.items()
+            if k
+        }
+        res = ablation_effects_by_layer(
+            model,
+            tok,
+            prompts,
+            answers,
+            directions,
+            scope=transfer["scope"],
+            batch_size=batch_size,
+            progress=True,
+            desc=f"{spec.name}/{ds.name} from {smk.wildcards.source}",
+        )
+        columns: dict[str, np.ndarray] = {"clean": res.clean}
+        for lt, dm in res.effects.items():
+            for i, (method, ls) in enumerate(keys[lt]):
                 columns[f"carried:{method}:{ls}:{lt}"] = dm[i]
         frames.append(_effects_frame(rows, columns).assign(dataset=ds.name))
         log.info("%s: %d prompts", ds.name, len(prompts))
