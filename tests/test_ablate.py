@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -384,17 +386,8 @@ def test_fanout_single_prompt_and_given_clean(model, tok):
 def test_fanout_skips_blocks_below_the_layer(tok):
     model = tiny_llama(n_layers=4)
     answers = answer_ids(tok)
-    blocks = decoder_blocks(model)
-    calls = [0] * len(blocks)
-
-    def counter(i):
-        def hook(_m, _a, _o):
-            calls[i] += 1
-
-        return hook
-
     d = _directions(4)
-    with forward_hooks((b, counter(i)) for i, b in enumerate(blocks)):
+    with _block_calls(model) as calls:
         ablation_effects(model, tok, PROMPTS, answers, 2, d, batch_size=len(PROMPTS))
     # One clean pass through every block, one verification replay and one fan-out replay of
     # the blocks above layer 2; the blocks up to layer 2 run once.
@@ -501,6 +494,16 @@ def test_several_layers_at_once_equal_one_layer_at_a_time(tok):
         alone = ablation_effects(model, tok, PROMPTS, answers, layer, d)
         np.testing.assert_allclose(res.effects[layer], alone, atol=1e-5)
     np.testing.assert_allclose(res.clean, token_margins(model, tok, PROMPTS, answers), atol=1e-5)
+    with _block_calls(model) as calls:
+        ablation_effects_by_layer(model, tok, PROMPTS, answers, dirs, batch_size=len(PROMPTS))
+    # Block 0 runs once (the clean pass); each later block once more per verification and
+    # fan-out replay of every layer below it (layers 0 and 2 reach block 3; layer 3 none).
+    assert calls == [1, 3, 3, 5]
+
+
+@contextlib.contextmanager
+def _block_calls(model):
+    """How many times each decoder block runs inside the ``with`` block."""
     blocks = decoder_blocks(model)
     calls = [0] * len(blocks)
 
@@ -511,7 +514,4 @@ def test_several_layers_at_once_equal_one_layer_at_a_time(tok):
         return hook
 
     with forward_hooks((b, counter(i)) for i, b in enumerate(blocks)):
-        ablation_effects_by_layer(model, tok, PROMPTS, answers, dirs, batch_size=len(PROMPTS))
-    # Block 0 runs once (the clean pass); each later block once more per verification and
-    # fan-out replay of every layer below it (layers 0 and 2 reach block 3; layer 3 none).
-    assert calls == [1, 3, 3, 5]
+        yield calls

@@ -515,9 +515,36 @@ def answers_table(smk: Any) -> None:
         answer_summary(frames).to_csv(tmp, index=False, float_format="%.6g")
 
 
+def _ablate_layers(
+    model: Any,
+    tok: Any,
+    prompts: list[str],
+    answers: tuple[int, int],
+    directions: dict[int, np.ndarray],
+    transfer: dict[str, Any],
+    batch_size: int,
+    desc: str,
+) -> Any:
+    """Every layer's directions ablated over ``prompts``, with a progress bar in the job's log:
+    one clean pass per prompt batch serves every layer and gives the clean margins."""
+    from crossprobe.ablate import ablation_effects_by_layer
+
+    return ablation_effects_by_layer(
+        model,
+        tok,
+        prompts,
+        answers,
+        directions,
+        scope=transfer["scope"],
+        batch_size=batch_size,
+        progress=True,
+        desc=desc,
+    )
+
+
 def ablate_self(smk: Any) -> None:
     """Effects of a model's own probes and of k random directions per layer (the null)."""
-    from crossprobe.ablate import ablation_effects_by_layer, random_directions
+    from crossprobe.ablate import random_directions
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
@@ -538,17 +565,8 @@ def ablate_self(smk: Any) -> None:
         directions[layer] = np.concatenate(
             [np.stack([probes[k].direction for k in keys[layer]]), null]
         )
-    # One clean pass per prompt batch serves every layer and gives the clean margins.
-    res = ablation_effects_by_layer(
-        model,
-        tok,
-        prompts,
-        answers,
-        directions,
-        scope=transfer["scope"],
-        batch_size=batch_size,
-        progress=True,
-        desc=f"{spec.name}/{ds.name}",
+    res = _ablate_layers(
+        model, tok, prompts, answers, directions, transfer, batch_size, f"{spec.name}/{ds.name}"
     )
     _write_answers(
         smk.output.answer, smk.input.dataset, ds, (rows, res.clean), model, tok, answers, batch_size
@@ -566,7 +584,6 @@ def ablate_self(smk: Any) -> None:
 
 def ablate_carried(smk: Any) -> None:
     """Effects in the target of every probe of the source, carried through the pair's maps."""
-    from crossprobe.ablate import ablation_effects_by_layer
     from crossprobe.align import load_maps
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
@@ -591,16 +608,15 @@ def ablate_carried(smk: Any) -> None:
             for lt, k in keys.items()
             if k
         }
-        res = ablation_effects_by_layer(
+        res = _ablate_layers(
             model,
             tok,
             prompts,
             answers,
             directions,
-            scope=transfer["scope"],
-            batch_size=batch_size,
-            progress=True,
-            desc=f"{spec.name}/{ds.name} from {smk.wildcards.source}",
+            transfer,
+            batch_size,
+            f"{spec.name}/{ds.name} from {smk.wildcards.source}",
         )
         columns: dict[str, np.ndarray] = {"clean": res.clean}
         for lt, dm in res.effects.items():
