@@ -53,7 +53,7 @@ def run(tmp_path_factory) -> Path:
         "layers": [0.5, 1.0],
         "transfer": {
             "null_directions": 2,
-            "bootstrap": 50,
+            "bootstrap": 100,
             "min_prompts": 10,
             "allow_unscored": True,
             "min_sources": 1,
