@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crossprobe.config import load_schema, validate_config
+from crossprobe.config import load_schema, scoring_warnings, validate_config
 from crossprobe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +28,16 @@ def check(cfg, *fragments):
 
 def test_default_config_is_valid(default):
     run = validate_config(default)
-    assert set(run.models) == {"zoo-llama", "zoo-gpt2", "zoo-qwen3", "zoo-random"}
+    assert set(run.models) == {"zoo-llama", "zoo-gpt2", "zoo-qwen3", "zoo-gpt2-word", "zoo-random"}
+    # The untrained model is a control; the four trained ones give every trained target the
+    # three non-control sources that transfer.min_sources asks for.
+    assert run.controls == ["zoo-random"]
+    assert scoring_warnings(run) == []
     assert len(run.datasets) >= 3
     answers = {d.answers for d in run.datasets.values()}
     assert len(answers) >= 2  # both answer vocabularies
     assert run.transfer.bootstrap == 1000 and run.transfer.min_prompts == 200
-    assert len(run.pairs) == 12
+    assert len(run.pairs) == 20
     assert run.models["zoo-llama"].source == "results/zoo/zoo-llama"
 
 

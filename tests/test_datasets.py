@@ -13,6 +13,7 @@ import pytest
 from crossprobe.datasets import (
     DEFAULT_FRACTIONS,
     FAMILIES,
+    GROUP_COLUMN,
     SPLITS,
     check_disjoint,
     format_prompt,
@@ -53,9 +54,15 @@ def test_number_words_known_answers():
 
 def test_larger_than_checksum_and_shape(families):
     df = families["larger_than"]
-    csv = df.to_csv(index=False, lineterminator="\n")
+    csv = df.drop(columns="group").to_csv(index=False, lineterminator="\n")
     assert hashlib.sha256(csv.encode("utf-8")).hexdigest() == LARGER_THAN_CSV_SHA256
-    assert list(df.columns) == ["statement", "label", "n1", "n2", "diff", "abs_diff"]
+    assert list(df.columns) == ["statement", "label", "n1", "n2", "diff", "abs_diff", "group"]
+    pair = (
+        df["n1"].combine(df["n2"], min).astype(str)
+        + " "
+        + df["n1"].combine(df["n2"], max).astype(str)
+    )
+    assert (df["group"] == pair).all()  # the unordered pair: a comparison and its reverse
     assert len(df) == 1980
     numbers = set(df["n1"]) | set(df["n2"])
     assert len(numbers) == 45
@@ -88,8 +95,15 @@ def test_family_invariants(name, families):
     assert df["statement"].str.endswith(".").all()
     assert df["statement"].str[0].str.isupper().all()
     validate_table(df, source=name)
-    split = with_splits(df)
+    split = with_splits(df, group=GROUP_COLUMN)
     assert ((split["split"] == "test") & (split["label"] == 1)).sum() >= 200
+    # Splits by fact: no group (the fact a row states) crosses splits, and the shares stay near
+    # the configured fractions.
+    assert (split.groupby(GROUP_COLUMN)["split"].nunique() == 1).all()
+    assert (split["split_key"] == df[GROUP_COLUMN].astype(str)).all()
+    share = split["split"].value_counts(normalize=True)
+    for s, frac in DEFAULT_FRACTIONS.items():
+        assert abs(share[s] - frac) < 0.05, (name, share.to_dict())
     pos, neg = family.answers
     assert pos != neg and pos.startswith(" ") and neg.startswith(" ")
     assert "{statement}" in family.template
@@ -166,10 +180,12 @@ def test_with_splits_columns_and_order(families):
         "label",
         "split",
         "row_hash",
+        "split_key",
         "query",
         "items",
         "list_len",
         "position",
+        "group",
     ]
     assert (out["row"] == np.arange(len(df))).all()
     assert (out["statement"] == df["statement"]).all()

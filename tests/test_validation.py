@@ -149,8 +149,8 @@ def test_splits_that_overlap_stop_the_run(tmp_path, monkeypatch):
     two = write(tmp_path, shared, "two.csv")
     real = ds.with_splits
 
-    def shifted(df, fractions=None):
-        out = real(df, fractions) if fractions is not None else real(df)
+    def shifted(df, fractions=None, **kw):
+        out = real(df, fractions, **kw) if fractions is not None else real(df, **kw)
         if df["statement"].equals(shared["statement"]) and shifted.calls == 1:
             out["split"] = out["split"].map({"train": "align", "align": "test", "test": "train"})
         shifted.calls += 1

@@ -1,14 +1,19 @@
 """Directional ablation and its effect on the answer-token margin.
 
-Ablating unit vector ``u`` at layer ℓ replaces the block output ``x`` by ``x − (x·u)u`` at every
-token position (scope ``layer``), or at ℓ and every later block (scope ``from_layer``). The
+Ablating unit vector ``u`` at layer ℓ replaces the block output ``x`` by ``x − (x·u)u`` at the
+chosen token positions (scope ``layer``), or at ℓ and every later block (scope ``from_layer``). The
 token margin is ``logit(pos) − logit(neg)`` at the last prompt token, in float32, and the effect
 of a direction on a prompt is ``Δm = m_ablated − m_clean``. The two answer logits are computed
 in float32 from the final hidden state (the output head's rows for the two answers), so a
 bfloat16 model's margins are not rounded to bfloat16's 8-bit mantissa at the head.
 
-Many directions share one forward pass: the prompt batch is repeated ``K`` times and copy ``k``
-is ablated along direction ``k``.
+Many directions share one forward pass: the prompt batch is repeated ``K + 1`` times, copy 0
+is left unablated and copy ``k`` is ablated along direction ``k``; each ``Δm`` subtracts copy 0
+of the same pass, so batch-dependent rounding (bfloat16 on a GPU) cancels.
+
+``positions`` ``skip_first`` leaves the first position and the tokenizer's special tokens out of
+the ablation (the attention sinks of real LMs carry norms 100× the median there); ``all``
+ablates every position.
 
 The blocks below the ablated layer compute the same thing for every direction, so by default
 (``fanout=True``) they run once per prompt batch: a clean pass records block ℓ's output and the
@@ -28,17 +33,20 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from crossprobe.models import (
+    Positions,
     _text_config,
     block_output_tensor,
+    content_positions,
     decoder_blocks,
     hidden_size,
     last_token_index,
     replace_block_output,
+    special_token_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -63,9 +71,10 @@ def unit_directions(
     return torch.where(norm > 0, u / torch.where(norm > 0, norm, 1.0), torch.zeros_like(u))
 
 
-def _ablation_hook(u: Float[torch.Tensor, "k d"]):
+def _ablation_hook(u: Float[torch.Tensor, "k d"], keep: Bool[torch.Tensor, "b seq"] | None):
     k, d = u.shape
     cache: dict[torch.device, torch.Tensor] = {}
+    keep_on: dict[torch.device, torch.Tensor] = {}
 
     def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         x = block_output_tensor(output)
@@ -76,18 +85,30 @@ def _ablation_hook(u: Float[torch.Tensor, "k d"]):
             )
         if x.device not in cache:
             cache[x.device] = u.to(x.device)
-        return replace_block_output(output, _ablate(x, cache[x.device]))
+            if keep is not None:
+                keep_on[x.device] = keep.to(x.device)
+        return replace_block_output(output, _ablate(x, cache[x.device], keep_on.get(x.device)))
 
     return hook
 
 
 def _ablate(
-    x: Float[torch.Tensor, "kb seq d"], u: Float[torch.Tensor, "k d"]
+    x: Float[torch.Tensor, "kb seq d"],
+    u: Float[torch.Tensor, "k d"],
+    keep: Bool[torch.Tensor, "b seq"] | None = None,
 ) -> Float[torch.Tensor, "kb seq d"]:
-    """Copy ``k`` of ``x`` (rows ``k·B … (k+1)·B − 1``) minus its component along ``u[k]``."""
+    """Copy ``k`` of ``x`` (rows ``k·B … (k+1)·B − 1``) minus its component along ``u[k]``, at
+    the positions ``keep`` marks (every position without it)."""
     k, d = u.shape
     x32 = x.to(torch.float32).reshape(k, x.shape[0] // k, x.shape[1], d)
     proj = torch.einsum("kbtd,kd->kbt", x32, u)
+    if keep is not None:
+        if keep.shape != x32.shape[1:3]:
+            raise ValueError(
+                f"position mask of shape {tuple(keep.shape)} does not fit a batch of "
+                f"{tuple(x32.shape[1:3])} (prompts, positions)"
+            )
+        proj = proj * keep.to(proj.dtype)
     return (x32 - proj.unsqueeze(-1) * u[:, None, None, :]).reshape(x.shape).to(x.dtype)
 
 
@@ -98,12 +119,14 @@ def directional_ablation(
     directions: Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"],
     *,
     scope: Scope = "layer",
+    keep: Bool[torch.Tensor, "b seq"] | None = None,
 ) -> Iterator[None]:
     """Ablate ``directions[k]`` from copy ``k`` of a ``[K·B, T, d]`` batch at block ``layer``.
 
     Directions are normalised to unit length inside; a zero direction leaves its copy unchanged.
     Run the model on the prompt batch repeated ``K`` times (``batch.repeat(K, 1)``) inside the
-    context. The hooks are removed on exit, even on error.
+    context. ``keep`` (``[B, T]``, from :func:`crossprobe.models.content_positions`) limits the
+    ablation to the positions it marks. The hooks are removed on exit, even on error.
     """
     blocks = decoder_blocks(model)
     n = len(blocks)
@@ -115,7 +138,7 @@ def directional_ablation(
         chosen = list(blocks[int(layer) :])
     else:
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
-    hook = _ablation_hook(unit_directions(directions))
+    hook = _ablation_hook(unit_directions(directions), keep)
     with _first_forward_hooks((b, hook) for b in chosen):
         yield
 
@@ -432,6 +455,7 @@ def _replay(
     scope: Scope,
     norm: torch.nn.Module | None,
     answers: tuple[int, int],
+    keep: Bool[torch.Tensor, "b seq"] | None = None,
 ) -> Float[torch.Tensor, "kb 2"]:
     """Last-token answer logits (float32) of the ``K``-fold batch, copy ``k`` ablated by ``u[k]``.
 
@@ -444,7 +468,8 @@ def _replay(
         raise _ReplayError("the model has no output embedding module")
     k, b = u.shape[0], rec.x.shape[0]
     u = u.to(rec.x.device)
-    h = _ablate(rec.x.repeat(k, 1, 1), u)
+    keep = None if keep is None else keep.to(rec.x.device)
+    h = _ablate(rec.x.repeat(k, 1, 1), u, keep)
     memo: dict[int, Any] = {}
     for block, (args, kwargs) in zip(blocks[layer + 1 :], rec.calls, strict=True):
         args, kwargs = _with_hidden(
@@ -453,8 +478,9 @@ def _replay(
         h = block_output_tensor(block(*args, **kwargs))
         if h.device != u.device:
             u = u.to(h.device)
+            keep = None if keep is None else keep.to(h.device)
         if scope == "from_layer":
-            h = _ablate(h, u)
+            h = _ablate(h, u, keep)
     rows = torch.arange(h.shape[0], device=h.device)
     h = h[rows, last.to(h.device).repeat(k)].unsqueeze(1)
     if norm is not None:
@@ -518,6 +544,7 @@ def ablation_effects(
     directions: Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"],
     *,
     scope: Scope = "layer",
+    positions: Positions = "all",
     batch_size: int = 32,
     clean: Float[np.ndarray, " prompt"] | None = None,
     fanout: bool = True,
@@ -526,9 +553,14 @@ def ablation_effects(
 ) -> Float[np.ndarray, "k prompt"]:
     """``Δm[k, i] = m_ablated(directions[k])[i] − m_clean[i]``, float32.
 
-    Each forward pass holds at most ``batch_size · 8`` rows (directions × prompts); on an
-    out-of-memory error the batch size is halved and the effects are computed again.
-    ``clean`` reuses margins from :func:`token_margins` on the same prompts.
+    The clean reference is an unablated copy of the prompts inside every forward pass that
+    computes ablated copies, so rounding that depends on the batch (bfloat16 matrix products on
+    a GPU) is the same for both and cancels: a zero direction's effect is exactly 0.
+    ``positions`` picks the token positions the ablation touches
+    (:func:`crossprobe.models.content_positions`). Each forward pass holds at most
+    ``batch_size · 8`` rows (copies × prompts); on an out-of-memory error the batch size is
+    halved and the effects are computed again. ``clean`` is returned as the clean margins of
+    :func:`ablation_effects_by_layer` instead of computing them; the effects never use it.
 
     With ``fanout`` (the default) the blocks up to ``layer`` run once per prompt batch and only
     the later blocks run once per direction (see the module docstring); ``fanout=False`` runs
@@ -544,12 +576,36 @@ def ablation_effects(
         answer_ids,
         {layer: directions},
         scope=scope,
+        positions=positions,
         batch_size=batch_size,
         clean=clean,
         fanout=fanout,
         progress=progress,
         desc=desc,
     ).effects[int(layer)]
+
+
+def _unit_by_layer(
+    directions: Mapping[int, Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"]],
+    n_blocks: int,
+    d_model: int,
+) -> dict[int, torch.Tensor]:
+    if not directions:
+        raise ValueError("no layers to ablate: give at least one {layer: directions}")
+    units: dict[int, torch.Tensor] = {}
+    for layer, dirs in directions.items():
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+        if not 0 <= layer < n_blocks:
+            raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
+        u = unit_directions(dirs)
+        if u.shape[1] != d_model:
+            raise ValueError(
+                f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
+                f"{d_model}: expected [k, {d_model}]"
+            )
+        units[int(layer)] = u
+    return units
 
 
 def ablation_effects_by_layer(
@@ -560,6 +616,7 @@ def ablation_effects_by_layer(
     directions: Mapping[int, Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"]],
     *,
     scope: Scope = "layer",
+    positions: Positions = "all",
     batch_size: int = 32,
     clean: Float[np.ndarray, " prompt"] | None = None,
     fanout: bool = True,
@@ -575,25 +632,11 @@ def ablation_effects_by_layer(
     """
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids)
-    d_model = hidden_size(model.config)
-    n_blocks = len(decoder_blocks(model))
-    if not directions:
-        raise ValueError("no layers to ablate: give at least one {layer: directions}")
     if scope not in ("layer", "from_layer"):
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
-    units: dict[int, torch.Tensor] = {}
-    for layer, dirs in directions.items():
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
-        if not 0 <= layer < n_blocks:
-            raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
-        u = unit_directions(dirs)
-        if u.shape[1] != d_model:
-            raise ValueError(
-                f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
-                f"{d_model}: expected [k, {d_model}]"
-            )
-        units[int(layer)] = u
+    if positions not in ("all", "skip_first"):
+        raise ValueError(f"unknown positions {positions!r}: use 'all' or 'skip_first'")
+    units = _unit_by_layer(directions, len(decoder_blocks(model)), hidden_size(model.config))
     layers = sorted(units)
     if clean is not None:
         clean = np.asarray(clean, dtype=np.float32)
@@ -601,21 +644,15 @@ def ablation_effects_by_layer(
             raise ValueError(
                 f"clean margins of shape {clean.shape} do not match {len(prompts)} prompts"
             )
-    elif not fanout:
-        clean = token_margins(model, tokenizer, prompts, answers, batch_size=batch_size)
     clean_out = np.empty(len(prompts), dtype=np.float32) if clean is None else clean
-    # A zero direction ablates nothing: its effect is exactly 0 and it needs no forward pass
-    # (a pass with another batch shape can differ from the clean one by float rounding).
-    live = {layer: torch.nonzero(u.abs().sum(1) > 0).flatten() for layer, u in units.items()}
-    u_live = {layer: units[layer][live[layer]] for layer in layers}
-    ablated = {
-        layer: np.empty((u_live[layer].shape[0], len(prompts)), dtype=np.float32)
-        for layer in layers
+    special = special_token_ids(tokenizer)
+    effects = {
+        layer: np.empty((units[layer].shape[0], len(prompts)), dtype=np.float32) for layer in layers
     }
     max_rows = batch_size * ROWS_PER_BATCH_FACTOR
     norm = final_norm(model) if fanout else None
     verified: set[int] = set()
-    n_dirs = sum(int(u.shape[0]) for u in u_live.values())
+    n_dirs = sum(int(u.shape[0]) for u in units.values())
     label = f"{len(layers)} layers, " if len(layers) > 1 else ""
     bar = tqdm(
         total=len(prompts),
@@ -631,7 +668,13 @@ def ablation_effects_by_layer(
                 ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
                 n = len(ids)
                 sl = slice(start, start + n)
-                group = max(1, max_rows // n)
+                # Copies per forward pass: the unablated reference and up to `group` directions.
+                group = max(1, max_rows // n - 1)
+                keep = (
+                    None
+                    if positions == "all"
+                    else content_positions(ids.cpu(), mask.cpu(), special, positions)
+                )
                 recs: dict[int, _CleanPass] | None = None
                 if fanout:
                     try:
@@ -647,7 +690,7 @@ def ablation_effects_by_layer(
                     )
                     clean_out[sl] = _margins(clean_logits)
                 for layer in layers:
-                    u_layer = u_live[layer]
+                    u_layer = units[layer]
                     k_total = u_layer.shape[0]
                     rec = recs[layer] if recs is not None and fanout else None
                     if rec is not None and layer not in verified and k_total > 0:
@@ -659,21 +702,25 @@ def ablation_effects_by_layer(
                     for k0 in range(0, k_total, group):
                         uk = u_layer[k0 : k0 + group]
                         kk = uk.shape[0]
+                        uk = torch.cat([torch.zeros_like(uk[:1]), uk])  # copy 0: the reference
                         logits: torch.Tensor | None = None
                         if rec is not None:
                             try:
-                                logits = _replay(model, layer, rec, last, uk, scope, norm, answers)
+                                logits = _replay(
+                                    model, layer, rec, last, uk, scope, norm, answers, keep
+                                )
                             except Exception as e:
                                 if _is_oom(e):
                                     raise
                                 fanout = _fall_back(model, f"{type(e).__name__}: {e}")
                                 rec = None
                         if logits is None:
-                            with directional_ablation(model, layer, uk, scope=scope):
+                            with directional_ablation(model, layer, uk, scope=scope, keep=keep):
                                 logits = _last_logits(
-                                    model, ids.repeat(kk, 1), mask.repeat(kk, 1), answers
+                                    model, ids.repeat(kk + 1, 1), mask.repeat(kk + 1, 1), answers
                                 )
-                        ablated[layer][k0 : k0 + kk, sl] = _margins(logits).reshape(kk, n)
+                        m = _margins(logits).reshape(kk + 1, n)
+                        effects[layer][k0 : k0 + kk, sl] = m[1:] - m[:1]
             except Exception as e:
                 if not _is_oom(e) or batch_size <= 1:
                     raise
@@ -684,11 +731,6 @@ def ablation_effects_by_layer(
                 continue
             start += n
             bar.update(n)
-    effects = {}
-    for layer in layers:
-        fx = np.zeros((units[layer].shape[0], len(prompts)), dtype=np.float32)
-        fx[live[layer].numpy()] = ablated[layer] - clean_out[None, :]
-        effects[layer] = fx
     return LayerEffects(clean_out, effects)
 
 

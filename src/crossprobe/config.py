@@ -56,10 +56,25 @@ class ModelSpec:
     """Layers as relative depths (float) or block indices (int)."""
     gguf: str | None = None
     """A GGUF file: a local path, or with ``path`` a file name in that repository or folder."""
+    control: bool | None = None
+    """Declared a control (None: a zoo model with ``trained: false`` is one)."""
+    prompt_format: Literal["raw", "chat"] | None = None
+    """Prompt format on every dataset; None takes each dataset's."""
+
+    def format_for(self, dataset: DatasetSpec) -> Literal["raw", "chat"]:
+        """The prompt format this model gets on ``dataset``."""
+        return self.prompt_format or dataset.prompt_format
 
     @property
     def is_zoo(self) -> bool:
         return self.zoo is not None
+
+    @property
+    def is_control(self) -> bool:
+        """A control never counts toward ``transfer.min_sources``."""
+        if self.control is not None:
+            return bool(self.control)
+        return self.zoo is not None and self.zoo.get("trained") is False
 
     @property
     def is_gguf(self) -> bool:
@@ -122,6 +137,12 @@ class DatasetSpec:
     """Prompt template with `{statement}`."""
     answers: tuple[str, str]
     """(positive, negative) next-token answers."""
+    group: str | None = None
+    """Column whose value decides the row's split (the fact it states), or None: the statement."""
+    prompt_format: Literal["raw", "chat"] = "raw"
+    """The template's text as it is, or as the user turn of each model's chat template."""
+    system_prompt: str | None = None
+    """System turn before each statement with the chat format."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,7 @@ class TransferOptions:
 
     map: Literal["ridge", "procrustes"] = "ridge"
     scope: Literal["layer", "from_layer"] = "layer"
+    positions: Literal["all", "skip_first"] = "skip_first"
     min_prompts: int = 200
     allow_unscored: bool = False
     null_directions: int = 32
@@ -159,6 +181,33 @@ class RunConfig:
     def pairs(self) -> list[tuple[str, str]]:
         """Ordered (source, target) pairs of distinct models."""
         return [(s, t) for s in self.models for t in self.models if s != t]
+
+    @property
+    def controls(self) -> list[str]:
+        """The control models, which never count toward ``transfer.min_sources``."""
+        return [name for name, spec in self.models.items() if spec.is_control]
+
+
+def scoring_warnings(run: RunConfig) -> list[str]:
+    """Why no off-diagonal cell of ``run`` can be scored, if none can (else an empty list)."""
+    out = []
+    counted = [m for m in run.models if m not in run.controls]
+    most = max(
+        (len([m for m in counted if m != t]) for t in run.models),
+        default=0,
+    )
+    need = run.transfer.min_sources
+    if most < need:
+        controls = (
+            f" ({', '.join(run.controls)} are controls and do not count)" if run.controls else ""
+        )
+        out.append(
+            f"no off-diagonal cell can be scored: at most {most} source model(s) that are not "
+            f"controls carry a probe into any target{controls}, fewer than transfer.min_sources="
+            f"{need}. Add models, or lower transfer.min_sources to {max(most, 1)}; cells are "
+            "computed and reported either way."
+        )
+    return out
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -290,6 +339,8 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
         allow_pickle=entry["allow_pickle"],
         layers=own_layers,
         gguf=gguf,
+        control=entry["control"],
+        prompt_format=entry["prompt_format"],
     )
 
 
@@ -364,12 +415,20 @@ def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
     answers = tuple(entry["answers"] or answers)
     if answers[0] == answers[1]:
         raise ConfigError(f"datasets.{name}.answers: the two answers must differ.")
+    group = entry.get("group")
+    if group is None and builtin is not None:
+        from crossprobe.datasets import GROUP_COLUMN
+
+        group = GROUP_COLUMN
     return DatasetSpec(
         name=name,
         builtin=builtin,
         path=entry.get("path"),
         template=template,
         answers=(answers[0], answers[1]),
+        group=group,
+        prompt_format=entry["prompt_format"],
+        system_prompt=entry["system_prompt"],
     )
 
 
@@ -408,7 +467,13 @@ def check_inputs(run: RunConfig) -> None:
 
 def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
     """The dataset's table with its splits, after checking it (``ConfigError`` if it fails)."""
-    from crossprobe.datasets import generate_builtin, read_table, validate_table, with_splits
+    from crossprobe.datasets import (
+        generate_builtin,
+        read_table,
+        split_keys,
+        validate_table,
+        with_splits,
+    )
 
     if spec.builtin:
         df, source = generate_builtin(spec.builtin), f"datasets.{spec.name} (built-in)"
@@ -416,7 +481,9 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
         assert spec.path is not None  # a dataset is built-in or a file (validate_config)
         df, source = read_table(spec.path), f"datasets.{spec.name} ({spec.path})"
     validate_table(df, source=source)
-    split = with_splits(df, run.splits)
+    if spec.group is not None:
+        split_keys(df, spec.group, source=f"datasets.{spec.name}.group")
+    split = with_splits(df, run.splits, group=spec.group)
     positives = int(((split["split"] == "test") & (split["label"] > 0.5)).sum())
     floor = run.transfer.min_prompts
     if positives < floor and not run.transfer.allow_unscored:
@@ -446,12 +513,106 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
                     f"one token in {spec.name}'s tokenizer; choose answers that are (e.g. with a "
                     f"leading space) via datasets.{ds.name}.answers."
                 )
+        fmt = spec.format_for(ds)
+        key = (
+            f"models.{spec.name}.prompt_format"
+            if spec.prompt_format
+            else f"datasets.{ds.name}.prompt_format"
+        )
+        # A hub model not in the local cache is checked by its first job instead.
+        if fmt == "chat" and info.prompt_check is not None and info.chat_template is None:
+            raise ConfigError(
+                f"{key}: chat needs a chat template, and {spec.name}'s tokenizer has none; use "
+                f"prompt_format raw for {spec.name} (models.{spec.name}.prompt_format: raw)."
+            )
+        if info.prompt_check is not None:
+            problems = info.prompt_check(ds, fmt)
+            if problems:
+                raise ConfigError(
+                    f"{key} ({fmt}) with model {spec.name} on dataset {ds.name}: "
+                    + "; ".join(problems)
+                    + "."
+                )
 
 
 @dataclass(frozen=True)
 class _ModelInfo:
     n_layers: int | None
     single_token: Any  # Callable[[str], bool] | None
+    chat_template: str | None = None
+    prompt_check: Any = None  # Callable[[DatasetSpec, str], list[str]] | None
+
+
+def _sample_prompt(ds: DatasetSpec) -> str:
+    from crossprobe.datasets import format_prompt
+    from crossprobe.prompts import SAMPLE_STATEMENT
+
+    return format_prompt(ds.template, SAMPLE_STATEMENT)
+
+
+def tokenizer_prompt_check(tok: Any) -> Any:
+    """Prompt checks with a loaded transformers tokenizer (exact: it renders and encodes)."""
+    from crossprobe.prompts import format_prompts, prompt_problems
+
+    ends = [i for i in (tok.eos_token_id, *tok.all_special_ids) if i is not None]
+
+    def check(ds: DatasetSpec, fmt: str) -> list[str]:
+        from crossprobe.prompts import SAMPLE_STATEMENT
+
+        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, fmt, ds.system_prompt)[0]
+        ids = tok(text)["input_ids"]
+        bare = tok(text, add_special_tokens=False)["input_ids"]
+        return prompt_problems(text, ids, bare, ds.answers, ends if fmt == "chat" else [])
+
+    return check
+
+
+def _gguf_prompt_check(header: Any) -> Any:
+    """Prompt checks from a GGUF header: its chat template, and its BOS/EOS flags."""
+    from crossprobe.prompts import render_chat
+
+    meta, tokens = header.metadata, header.tokens
+
+    def token(key: str) -> str | None:
+        i = meta.get(key)
+        return tokens[int(i)] if tokens and isinstance(i, int) and 0 <= i < len(tokens) else None
+
+    bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    template = meta.get("tokenizer.chat_template")
+
+    def check(ds: DatasetSpec, fmt: str) -> list[str]:
+        out = []
+        if meta.get("tokenizer.ggml.add_eos_token"):
+            out.append(
+                "the GGUF's tokenizer appends EOS after every prompt "
+                "(tokenizer.ggml.add_eos_token), so the last position is not the prompt's last "
+                "token; use a checkpoint whose tokenizer adds no end token"
+            )
+        text = _sample_prompt(ds)
+        if fmt == "chat" and template:
+            text = render_chat(
+                template,
+                text,
+                ds.system_prompt,
+                bos_token=bos,
+                eos_token=eos,
+                adds_bos=bool(meta.get("tokenizer.ggml.add_bos_token")),
+            )
+            if eos and text.endswith(eos):
+                out.append(
+                    "the chat template ends the prompt with the end-of-sequence token, so the "
+                    "model is asked for the token after a finished turn; use a template with a "
+                    "generation prompt, or prompt_format raw"
+                )
+        if text[-1:].isspace() and any(a[:1].isspace() for a in ds.answers):
+            out.append(
+                f"the prompt ends in whitespace ({text[-1:]!r}) and the answers "
+                f"{list(ds.answers)} start with a space; give them without it "
+                "(e.g. ['True', 'False'])"
+            )
+        return out
+
+    return check
 
 
 def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
@@ -464,11 +625,46 @@ def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
 
         zspec = ZooSpec.from_dict(spec.zoo)
         allowed = zoo_answers(zspec)
-        return _ModelInfo(zspec.n_layers, lambda a: a in allowed)
+
+        def zoo_check(ds: DatasetSpec, fmt: str) -> list[str]:
+            return []  # the zoo's tokenizers add no special tokens; they have no chat template
+
+        return _ModelInfo(zspec.n_layers, lambda a: a in allowed, None, zoo_check)
     config_file = _locate(spec, "config.json")
     tokenizer_file = _locate(spec, "tokenizer.json")
     n_layers = _n_layers_from_json(config_file) if config_file else None
-    return _ModelInfo(n_layers, _tokenizer_check(tokenizer_file) if tokenizer_file else None)
+    single = _tokenizer_check(tokenizer_file) if tokenizer_file else None
+    if tokenizer_file is None:
+        return _ModelInfo(n_layers, single)
+    if not any(ds_fmt == "chat" for ds_fmt in _formats(spec, run)):
+        return _ModelInfo(n_layers, single, None, _raw_prompt_check(tokenizer_file))
+    from crossprobe.models import load_tokenizer
+
+    tok = load_tokenizer(str(tokenizer_file.parent))
+    return _ModelInfo(
+        n_layers, single, getattr(tok, "chat_template", None), tokenizer_prompt_check(tok)
+    )
+
+
+def _formats(spec: ModelSpec, run: RunConfig) -> set[str]:
+    return {spec.format_for(ds) for ds in run.datasets.values()}
+
+
+def _raw_prompt_check(path: Path) -> Any:
+    """Raw-prompt checks from a tokenizer.json alone (no transformers import)."""
+    from tokenizers import Tokenizer
+
+    from crossprobe.prompts import prompt_problems
+
+    tok = Tokenizer.from_file(str(path))
+
+    def check(ds: DatasetSpec, fmt: str) -> list[str]:
+        text = _sample_prompt(ds)
+        ids = tok.encode(text, add_special_tokens=True).ids
+        bare = tok.encode(text, add_special_tokens=False).ids
+        return prompt_problems(text, ids, bare, ds.answers, [])
+
+    return check
 
 
 def _base_spec(spec: ModelSpec, run: RunConfig) -> ModelSpec:
@@ -514,7 +710,12 @@ def _gguf_info(spec: ModelSpec) -> _ModelInfo:
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     check_header(header, where)
-    return _ModelInfo(header.n_layers, single_token_check(header))
+    return _ModelInfo(
+        header.n_layers,
+        single_token_check(header),
+        header.metadata.get("tokenizer.chat_template"),
+        _gguf_prompt_check(header),
+    )
 
 
 def _locate(spec: ModelSpec, filename: str) -> Path | None:

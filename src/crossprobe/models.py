@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -339,6 +339,37 @@ def last_token_index(attention_mask: Int[torch.Tensor, "batch seq"]) -> Int[torc
         raise ValueError("attention mask has a row with no tokens")
     pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return torch.where(mask.bool(), pos, torch.full_like(pos, -1)).max(dim=1).values
+
+
+Positions = Literal["all", "skip_first"]
+"""Which token positions an ablation touches and ``position: mean`` averages."""
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids of the tokenizer's special tokens (BOS, EOS, pad, chat markup), sorted."""
+    return sorted({int(i) for i in tokenizer.all_special_ids if i is not None})
+
+
+def content_positions(
+    input_ids: Int[torch.Tensor, "batch seq"],
+    attention_mask: Int[torch.Tensor, "batch seq"],
+    special_ids: Sequence[int],
+    positions: Positions,
+) -> Bool[torch.Tensor, "batch seq"]:
+    """The prompt positions that count: every real token for ``all``; for ``skip_first`` every
+    real token but the first and those that are special tokens (the attention sinks of real
+    LMs). The last prompt token, where the margin is read, always counts."""
+    if positions not in ("all", "skip_first"):
+        raise ValueError(f"unknown positions {positions!r}: use 'all' or 'skip_first'")
+    keep = attention_mask.to(torch.bool).clone()
+    if positions == "skip_first":
+        keep[:, 0] = False
+        if len(special_ids):
+            special = torch.as_tensor(list(special_ids), dtype=input_ids.dtype)
+            keep &= ~torch.isin(input_ids, special.to(input_ids.device))
+        last = last_token_index(attention_mask)
+        keep[torch.arange(keep.shape[0], device=keep.device), last.to(keep.device)] = True
+    return keep
 
 
 def answer_token_ids(

@@ -7,7 +7,7 @@ own probe direction in the source and the carried direction in the target.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ CELL_COLUMNS = [
     "null_k",
     "source_effect",
     "target_effect",
+    "source_floor",
+    "target_floor",
     "beats_null",
     "transfer_auroc",
     "source_auroc",
@@ -77,6 +79,11 @@ class CellInputs:
     source_auroc: float
     target_auroc: float
     map_r2: float
+    floor_source: float = 0.0
+    """Noise floor at the source layer: RMS Δm of an explicit zero direction (exactly 0 when
+    the reference copy in each pass cancels all rounding)."""
+    floor_target: float = 0.0
+    """Noise floor at the target layer, the same way."""
 
 
 def score_cell(
@@ -92,7 +99,9 @@ def score_cell(
     ``beats_null`` needs both halves of the null: rho's interval above the null's 95th
     percentile, and each ablation's effect at least ``min_effect_ratio`` times a typical random
     direction's in its own model (Pearson's rho is blind to scale: two effects no larger than a
-    random direction's can still correlate).
+    random direction's can still correlate). Each effect must also be ``min_effect_ratio``
+    times its model's noise floor (the RMS Δm of a zero direction), so that rounding noise can
+    neither pass for an effect nor narrow the null below what the numbers can resolve.
     """
     if inputs.dm_source.shape != inputs.dm_target.shape:
         raise ValueError(
@@ -108,8 +117,15 @@ def score_cell(
         effect_ratio(inputs.dm_source, inputs.dm_source_null),
         effect_ratio(inputs.dm_target, inputs.dm_null),
     )
+    above_floor = all(
+        _rms(dm) >= min_effect_ratio * floor
+        for dm, floor in (
+            (inputs.dm_source, inputs.floor_source),
+            (inputs.dm_target, inputs.floor_target),
+        )
+    )
     # An undefined (nan) effect ratio or interval never beats the null.
-    beats = corr.ci_low > null.p95 and all(e >= min_effect_ratio for e in effects)
+    beats = corr.ci_low > null.p95 and all(e >= min_effect_ratio for e in effects) and above_floor
     return {
         "n": corr.n,
         "pearson_ce": corr.rho,
@@ -120,6 +136,8 @@ def score_cell(
         "null_k": null.k,
         "source_effect": effects[0],
         "target_effect": effects[1],
+        "source_floor": inputs.floor_source,
+        "target_floor": inputs.floor_target,
         "beats_null": bool(beats),
         "transfer_auroc": inputs.transfer_auroc,
         "source_auroc": inputs.source_auroc,
@@ -128,6 +146,15 @@ def score_cell(
         "map_r2": inputs.map_r2,
         "_null_rhos": null_rhos,
     }
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2)))
+
+
+def noise_floor(dm_zero: np.ndarray | None) -> float:
+    """RMS over prompts of a zero direction's Δm (0 for effects written without one)."""
+    return 0.0 if dm_zero is None else _rms(dm_zero)
 
 
 def band(rho: float) -> str:
@@ -142,18 +169,26 @@ def scoring_floor(min_prompts: int) -> int:
     return max(int(min_prompts), SCORED_MIN_PROMPTS)
 
 
-def scored_cells(table: pd.DataFrame, *, min_prompts: int, min_sources: int) -> pd.Series:
+def scored_cells(
+    table: pd.DataFrame,
+    *,
+    min_prompts: int,
+    min_sources: int,
+    controls: Collection[str] = (),
+) -> pd.Series:
     """Which cells count toward a score (a boolean per row of ``table``).
 
     A cell needs a finite rho over enough prompts (:func:`scoring_floor`). An off-diagonal
     cell also needs its probe (dataset, method, layer position) carried into its target from at
-    least ``min_sources`` distinct source models whose cells have that much; single pairs are
-    reported but not scored. A diagonal cell (the identity) needs only its prompts.
+    least ``min_sources`` distinct source models whose cells have that much, not counting the
+    ``controls``; single pairs are reported but not scored. A diagonal cell (the identity)
+    needs only its prompts.
     """
     ok = (table["n"] >= scoring_floor(min_prompts)) & np.isfinite(table["pearson_ce"])
     off = table["source"] != table["target"]
     keys = ["target", "dataset", "method", "layer_position"]
-    sources = table["source"].where(ok & off).groupby([table[k] for k in keys])
+    counted = ok & off & ~table["source"].isin(list(controls))
+    sources = table["source"].where(counted).groupby([table[k] for k in keys])
     return (ok & (~off | (sources.transform("nunique") >= min_sources))).astype(bool)
 
 

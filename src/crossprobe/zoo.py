@@ -89,6 +89,7 @@ def _examples(
     from crossprobe.datasets import (
         DEFAULT_FRACTIONS,
         FAMILIES,
+        GROUP_COLUMN,
         format_prompt,
         generate_builtin,
         with_splits,
@@ -99,7 +100,7 @@ def _examples(
         if name not in FAMILIES:
             raise ConfigError(f"zoo: unknown family {name!r}; use some of {sorted(FAMILIES)}")
         fam = FAMILIES[name]
-        df = with_splits(generate_builtin(name), splits or DEFAULT_FRACTIONS)
+        df = with_splits(generate_builtin(name), splits or DEFAULT_FRACTIONS, group=GROUP_COLUMN)
         keep = (df["split"] == "test") if test else (df["split"] != "test")
         df = df[keep].sort_values("row", kind="stable")
         p_pos = (

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from crossprobe.config import validate_config  # noqa: E402
+from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
 
 ENTRY = "../scripts/entry.py"
@@ -20,11 +20,16 @@ wildcard_constraints:
 
 
 def validated_config(config):
-    """The typed run config; a clear error and no job at all if the config is wrong."""
+    """The typed run config; a clear error and no job at all if the config is wrong. A run that
+    can score no off-diagonal cell is planned with a warning that names the key to change."""
     try:
-        return validate_config(config)
+        run = validate_config(config)
     except ConfigError as e:
         raise WorkflowError(f"crossprobe: {e}") from None
+    if workflow.is_main_process:
+        for warning in scoring_warnings(run):
+            print(f"crossprobe: warning: {warning}", file=sys.stderr)
+    return run
 
 
 def model_params(wildcards, name=None):
@@ -77,6 +82,7 @@ def transfer_params(wildcards=None):
     t = CFG.transfer
     return {
         "scope": t.scope,
+        "positions": t.positions,
         "null_directions": t.null_directions,
         "seed": t.seed,
         "min_prompts": t.min_prompts,

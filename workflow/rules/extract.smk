@@ -18,5 +18,7 @@ rule extract:
         model=model_params,
         dataset=dataset_params,
         position=CFG.position,
+        # Which positions the mean averages; the last token's read does not depend on it.
+        positions=CFG.transfer.positions if CFG.position == "mean" else "all",
     script:
         ENTRY

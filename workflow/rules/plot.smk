@@ -26,6 +26,7 @@ rule transfer_tables:
         models=list(CFG.models),
         min_prompts=CFG.transfer.min_prompts,
         min_sources=CFG.transfer.min_sources,
+        controls=CFG.controls,
     script:
         ENTRY
 

@@ -1,0 +1,133 @@
+"""Prompt text for one model: the dataset's template as it is (``raw``), or wrapped in the
+model's own chat template (``chat``), and the checks that keep the read position honest.
+
+With ``chat`` a prompt is the chat template rendered over an optional system turn and the
+user turn ``template.format(statement=…)``, with the generation prompt on: the read position is
+the last token of that text and the answer is the next token, the model's first token as the
+assistant. A template that writes the tokenizer's own BOS is rendered without it when the
+tokenizer adds BOS itself, so the prompt starts with exactly one.
+
+The checks (:func:`prompt_problems`) run when the workflow is planned, on a rendered sample:
+
+- a chat prompt needs a model with a chat template;
+- no token may follow the prompt: a tokenizer that appends EOS (or a template that ends in an
+  end-of-turn token) moves the read position off the prompt's last token;
+- a prompt that ends in whitespace (a chat template's ``"assistant\\n"``) must not be followed
+  by an answer that starts with a space: the model would never write that token there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+PromptFormat = Literal["raw", "chat"]
+
+#: The statement a plan-time check renders (any statement shows the template's shape).
+SAMPLE_STATEMENT = "Paris is in France."
+
+
+def chat_messages(user: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """The conversation one prompt is: an optional system turn and the user turn."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": user}]
+
+
+def render_chat(
+    chat_template: str,
+    user: str,
+    system_prompt: str | None,
+    *,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+    adds_bos: bool = False,
+) -> str:
+    """``user`` (and the system prompt) rendered by ``chat_template`` with the generation
+    prompt on; a leading ``bos_token`` is dropped when the tokenizer adds one itself."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(
+        conversations=[chat_messages(user, system_prompt)],
+        chat_template=chat_template,
+        add_generation_prompt=True,
+        bos_token=bos_token or "",
+        eos_token=eos_token or "",
+    )
+    text = rendered[0]
+    if adds_bos and bos_token and text.startswith(bos_token):
+        text = text[len(bos_token) :]
+    return text
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def format_prompts(
+    tokenizer: Any,
+    statements: Sequence[str],
+    template: str,
+    fmt: PromptFormat,
+    system_prompt: str | None = None,
+) -> list[str]:
+    """The prompt text of each statement for a model with ``tokenizer``."""
+    from crossprobe.datasets import format_prompt
+
+    users = [format_prompt(template, s) for s in statements]
+    if fmt == "raw":
+        return users
+    if fmt != "chat":
+        raise ValueError(f"unknown prompt format {fmt!r}: use 'raw' or 'chat'")
+    chat_template = getattr(tokenizer, "chat_template", None)
+    if not chat_template:
+        raise ValueError("the tokenizer has no chat template: use prompt_format raw")
+    adds_bos = _adds_bos(tokenizer)
+    return [
+        render_chat(
+            chat_template,
+            u,
+            system_prompt,
+            bos_token=tokenizer.bos_token,
+            eos_token=tokenizer.eos_token,
+            adds_bos=adds_bos,
+        )
+        for u in users
+    ]
+
+
+def prompt_problems(
+    prompt: str,
+    ids: Sequence[int],
+    prompt_ids: Sequence[int],
+    answers: tuple[str, str],
+    end_ids: Sequence[int],
+) -> list[str]:
+    """What is wrong with reading the next token after ``prompt``, given its encoding ``ids``
+    (with the tokenizer's special tokens) and ``prompt_ids`` (without); ``end_ids``: the EOS
+    and end-of-turn ids."""
+    out = []
+    n = len(prompt_ids)
+    if n and list(ids[-n:]) != list(prompt_ids):
+        out.append(
+            f"the tokenizer appends token(s) {list(ids[len(ids) - 1 :])} after the prompt, so "
+            "the last position is not the prompt's last token; use a tokenizer that adds no "
+            "end token"
+        )
+    elif n and prompt_ids[-1] in set(end_ids):
+        out.append(
+            f"the prompt ends in an end-of-sequence or end-of-turn token ({prompt_ids[-1]}), "
+            "so the model is asked for the token after a finished turn; use a template with a "
+            "generation prompt, or prompt_format raw"
+        )
+    if prompt[-1:].isspace():
+        spaced = [a for a in answers if a[:1].isspace()]
+        if spaced:
+            out.append(
+                f"the prompt ends in whitespace ({prompt[-1:]!r}) and answer(s) {spaced} start "
+                "with a space; give the answers without it (e.g. ['True', 'False'])"
+            )
+    return out
