@@ -221,7 +221,12 @@ def zoo(smk: Any) -> None:
         _torch_threads()
     spec = ZooSpec.from_dict(smk.params.zoo)
     metrics = train_zoo_model(
-        spec, smk.output[0], splits=smk.params.splits, log=log.info, base_dir=smk.params.base
+        spec,
+        smk.output[0],
+        splits=smk.params.splits,
+        groups=smk.params.groups,
+        log=log.info,
+        base_dir=smk.params.base,
     )
     log.info("metrics: %s", metrics)
 

@@ -79,12 +79,17 @@ class ZooExample:
 
 
 def _examples(
-    families: Sequence[str], *, test: bool, splits: Mapping[str, float] | None = None
+    families: Sequence[str],
+    *,
+    test: bool,
+    splits: Mapping[str, float] | None = None,
+    groups: Mapping[str, str | None] | None = None,
 ) -> list[ZooExample]:
     """The ``test`` rows (``test=True``) or every other row of ``families``, in a fixed order.
 
-    ``splits`` are the run's split fractions (default: the default fractions), so the zoo never
-    trains on a statement that the run scores on.
+    ``splits`` are the run's split fractions (default: the default fractions) and ``groups``
+    the group column the run splits each family by (default: the family's ``group``), so the
+    zoo never trains on a fact that the run scores on.
     """
     from crossprobe.datasets import (
         DEFAULT_FRACTIONS,
@@ -100,7 +105,8 @@ def _examples(
         if name not in FAMILIES:
             raise ConfigError(f"zoo: unknown family {name!r}; use some of {sorted(FAMILIES)}")
         fam = FAMILIES[name]
-        df = with_splits(generate_builtin(name), splits or DEFAULT_FRACTIONS, group=GROUP_COLUMN)
+        group = (groups or {}).get(name, GROUP_COLUMN)
+        df = with_splits(generate_builtin(name), splits or DEFAULT_FRACTIONS, group=group)
         keep = (df["split"] == "test") if test else (df["split"] != "test")
         df = df[keep].sort_values("row", kind="stable")
         p_pos = (
@@ -118,10 +124,12 @@ def _examples(
 
 
 def build_corpus(
-    families: Iterable[str], splits: Mapping[str, float] | None = None
+    families: Iterable[str],
+    splits: Mapping[str, float] | None = None,
+    groups: Mapping[str, str | None] | None = None,
 ) -> list[tuple[str, str, str]]:
     """``(family, prompt, answer)`` over every non-``test`` row of ``families``, deterministic."""
-    examples = _examples(tuple(families), test=False, splits=splits)
+    examples = _examples(tuple(families), test=False, splits=splits, groups=groups)
     return [(e.family, e.prompt, e.answer) for e in examples]
 
 
@@ -512,6 +520,7 @@ def fit_zoo_model(
     spec: ZooSpec,
     *,
     splits: Mapping[str, float] | None = None,
+    groups: Mapping[str, str | None] | None = None,
     log: Callable[[str], None] = print,
     base_dir: str | Path | None = None,
 ) -> ZooResult:
@@ -522,8 +531,8 @@ def fit_zoo_model(
     """
     t0 = time.perf_counter()
     families = spec.resolved_families()
-    train_ex = _examples(families, test=False, splits=splits)
-    test_ex = _examples(families, test=True, splits=splits)
+    train_ex = _examples(families, test=False, splits=splits, groups=groups)
+    test_ex = _examples(families, test=True, splits=splits, groups=groups)
     answers = {a for pair in family_answers(families).values() for a in pair}
     if spec.base is not None:
         if base_dir is None:
@@ -558,6 +567,7 @@ def fit_zoo_model(
         "train_rows": len(train_ex),
         "test_unk_fraction": _unk_fraction(tokenizer, test_data),
         "splits": dict(splits) if splits is not None else None,
+        "split_groups": dict(groups) if groups is not None else None,
     }
     if spec.base is not None:
         metrics["base"] = spec.base
@@ -589,6 +599,7 @@ def train_zoo_model(
     out_dir: str | Path,
     *,
     splits: Mapping[str, float] | None = None,
+    groups: Mapping[str, str | None] | None = None,
     log: Callable[[str], None] = print,
     base_dir: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -599,7 +610,7 @@ def train_zoo_model(
     held-out (``test`` split) answer accuracy per family and overall, final training loss,
     steps, wall seconds and parameter count.
     """
-    result = fit_zoo_model(spec, splits=splits, log=log, base_dir=base_dir)
+    result = fit_zoo_model(spec, splits=splits, groups=groups, log=log, base_dir=base_dir)
     save_zoo_model(result, spec, out_dir)
     return result.metrics
 

@@ -69,6 +69,11 @@ def zoo_base_source(wildcards):
     return CFG.models[base].source if base else None
 
 
+def zoo_split_groups():
+    """The group column the run splits each built-in family by (the family's own by default)."""
+    return {d.builtin: d.group for d in CFG.datasets.values() if d.builtin is not None}
+
+
 def store(model, dataset):
     return f"results/activations/{model}/{dataset}.zarr"
 

@@ -16,8 +16,10 @@ rule zoo:
         **job_resources("zoo"),
     params:
         zoo=lambda w: CFG.models[w.model].zoo,
-        # The zoo holds out the run's `test` statements, so it follows the run's splits.
+        # The zoo holds out the run's `test` facts, so it follows the run's splits and the
+        # group column each built-in family is split by.
         splits=CFG.splits,
+        groups=zoo_split_groups(),
         base=zoo_base_source,
     script:
         ENTRY
