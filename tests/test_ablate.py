@@ -20,6 +20,7 @@ from _tiny import ARCHS
 
 from crossprobe.ablate import (
     ablation_effects,
+    ablation_effects_by_layer,
     directional_ablation,
     margin_from_logits,
     random_directions,
@@ -515,3 +516,116 @@ def _block_calls(model):
 
     with forward_hooks((b, counter(i)) for i, b in enumerate(blocks)):
         yield calls
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions left out of the ablation (attention sinks)
+
+SINK_PROMPTS = (
+    "the cat is blue",
+    "the sky [BOS] is not very green and the sea is red",
+    "a dog",
+    "the old stone [EOS]",  # the read position is a special token: it is still ablated
+)
+
+
+def _keep(tok, prompts):
+    from crossprobe.models import content_positions, special_token_ids
+
+    ids, mask = _encode(tok, prompts)
+    return ids, mask, content_positions(ids, mask, special_token_ids(tok), "skip_first")
+
+
+def test_content_positions_leave_out_the_first_token_and_special_tokens(tok):
+    ids, mask, keep = _keep(tok, SINK_PROMPTS)
+    special = set(tok.all_special_ids)
+    last = last_token_index(mask)
+    for b in range(len(SINK_PROMPTS)):
+        for t in range(ids.shape[1]):
+            want = bool(mask[b, t]) and t > 0 and int(ids[b, t]) not in special
+            want = want or t == int(last[b])
+            assert bool(keep[b, t]) == want, (b, t)
+    assert not keep[:, 0].any()
+
+
+def test_skip_first_leaves_left_out_positions_untouched(model, tok):
+    ids, mask, keep = _keep(tok, SINK_PROMPTS)
+    d = _directions(2)
+    u = unit_directions(d)
+    captured = {}
+
+    def capture(module, args, out):
+        captured["x"] = out if isinstance(out, torch.Tensor) else out[0]
+
+    block = decoder_blocks(model)[0]
+    with torch.inference_mode():
+        with forward_hooks([(block, capture)]):
+            model(input_ids=ids, attention_mask=mask)
+        clean = captured["x"].clone()
+        with (
+            directional_ablation(model, 0, d, keep=keep),
+            forward_hooks([(block, capture)]),
+        ):
+            model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1))
+    x = captured["x"].reshape(2, len(SINK_PROMPTS), ids.shape[1], HIDDEN)
+    left_out = (~keep) & mask.bool()
+    for k in range(2):
+        assert torch.equal(x[k][left_out], clean[left_out])  # untouched, bit for bit
+        proj = torch.einsum("btd,d->bt", x[k].float(), u[k])
+        assert proj[keep].abs().max() < 1e-5 * x.abs().max()
+        assert torch.einsum("btd,d->bt", clean.float(), u[k])[left_out].abs().min() > 0
+
+
+@pytest.mark.parametrize("fanout", [True, False])
+def test_skip_first_effects_match_a_reference(model, tok, fanout):
+    """Each prompt alone, ablated at its own content positions by an independent hook."""
+    from crossprobe.models import content_positions, special_token_ids
+
+    answers = answer_ids(tok)
+    d = _directions(2)
+    u = unit_directions(d)
+    got = ablation_effects(
+        model, tok, SINK_PROMPTS, answers, 0, d, positions="skip_first", fanout=fanout
+    )
+    block = decoder_blocks(model)[0]
+    for i, p in enumerate(SINK_PROMPTS):
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        keep = content_positions(ids, torch.ones_like(ids), special_token_ids(tok), "skip_first")
+
+        def hook(module, args, out, k=0, keep=keep):
+            x = out if isinstance(out, torch.Tensor) else out[0]
+            x64 = x.double()
+            proj = (x64 @ u[k].double()) * keep[0].double()
+            new = (x64 - proj[..., None] * u[k].double()).to(x.dtype)
+            return new if isinstance(out, torch.Tensor) else (new, *out[1:])
+
+        for k in range(2):
+            with torch.inference_mode():
+                clean = model(input_ids=ids).logits[0, -1].float()
+                with forward_hooks([(block, lambda m, a, o, k=k: hook(m, a, o, k))]):
+                    abl = model(input_ids=ids).logits[0, -1].float()
+            want = float(abl[answers[0]] - abl[answers[1]]) - float(
+                clean[answers[0]] - clean[answers[1]]
+            )
+            assert got[k, i] == pytest.approx(want, abs=1e-5)
+    # `all` ablates every position: it differs from skip_first, and is the default.
+    every = ablation_effects(model, tok, SINK_PROMPTS, answers, 0, d, positions="all")
+    default = ablation_effects(model, tok, SINK_PROMPTS, answers, 0, d)
+    np.testing.assert_array_equal(every, default)
+    assert np.abs(every - got).max() > 1e-4
+
+
+@pytest.mark.parametrize("fanout", [True, False])
+def test_zero_direction_is_exactly_zero_in_bfloat16(tok, fanout):
+    """The reference copy sits in the same pass as the ablated copies: in bfloat16 (whose matrix
+    products depend on the batch on a GPU) a zero direction's Δm is still exactly 0."""
+    model = tiny_llama().to(torch.bfloat16)
+    answers = answer_ids(tok)
+    d = np.concatenate([_directions(3), np.zeros((1, HIDDEN), np.float32)])
+    res = ablation_effects_by_layer(
+        model, tok, PROMPTS, answers, {0: d, 1: d}, fanout=fanout, batch_size=4
+    )
+    for layer in (0, 1):
+        fx = res.effects[layer]
+        assert np.all(fx[3] == 0.0)  # the noise floor, measured: exactly 0
+        assert np.abs(fx[:3]).min(axis=1).max() > 0  # real directions move the margin

@@ -180,3 +180,49 @@ def test_fine_tune_layers_are_checked_against_its_base(default):
     cfg = _with_fine_tune(default, "zoo-llama")
     cfg["models"]["tuned"]["layers"] = [0, 1, 7]
     check(cfg, "models.tuned.layers", "out of range")
+
+
+def test_controls_and_the_scoring_warning(default):
+    """With one trained model fewer than the default run, no trained target has three
+    non-control sources: the plan warns, naming the key; with two fewer, no cell at all."""
+    cfg = copy.deepcopy(default)
+    del cfg["models"]["zoo-gpt2-word"]
+    run = validate_config(cfg)
+    (warning,) = scoring_warnings(run)  # into the control, three trained sources still count
+    assert warning.startswith("only cells into the controls")
+    assert "transfer.min_sources=3" in warning and "zoo-random" in warning
+    del cfg["models"]["zoo-llama"]
+    run = validate_config(cfg)
+    assert "at most 2 source model(s)" in scoring_warnings(run)[0]
+    cfg["models"]["zoo-random"]["control"] = False
+    run = validate_config(cfg)
+    assert run.controls == [] and "at most 2" in scoring_warnings(run)[0]
+    cfg["transfer"]["min_sources"] = 2
+    assert scoring_warnings(validate_config(cfg)) == []
+    cfg["models"]["zoo-qwen3"]["control"] = True
+    assert validate_config(cfg).controls == ["zoo-qwen3"]
+
+
+def test_group_column_of_a_file_is_checked(default, tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "statement": [f"Item {i} is {'red' if i % 2 else 'blue'}." for i in range(2000)],
+            "label": [i % 2 for i in range(2000)],
+            "item": [i // 2 for i in range(2000)],
+        }
+    )
+    path = tmp_path / "items.csv"
+    df.to_csv(path, index=False)
+    cfg = copy.deepcopy(default)
+    cfg["datasets"] = {"items": {"path": str(path), "group": "item"}}
+    run = validate_config(cfg)
+    assert run.datasets["items"].group == "item"
+    assert validate_config(default).datasets["parity"].group == "group"  # the family's own
+    cfg["datasets"]["items"]["group"] = "colour"
+    check(cfg, "datasets.items.group", "'colour'")
+    df.loc[3, "item"] = None
+    df.to_csv(path, index=False)
+    cfg["datasets"]["items"]["group"] = "item"
+    check(cfg, "datasets.items.group", "empty")

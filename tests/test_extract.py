@@ -207,3 +207,31 @@ def test_bf16_on_cuda_matches_float32_on_cpu(arch):
     assert got.dtype == np.float32 and got.shape == ref.shape
     # bfloat16 keeps 8 bits of mantissa: a few parts in a thousand per op, a few ops deep.
     np.testing.assert_allclose(got, ref, atol=0.05 * float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("arch", ["LlamaConfig", "GPT2Config"])
+def test_mean_leaves_out_the_first_and_special_tokens(arch):
+    """`position: mean` with skip_first averages the content positions only (the sink of a
+    real LM would otherwise sit in every row); `all` averages every prompt token."""
+    model = tiny_model(getattr(T, arch))
+    tok = tiny_tokenizer()
+    prompts = ["the cat <bos> is big", "paris is the capital of france", "sky <eos> water"]
+    special = set(tok.all_special_ids)
+    got = extract_activations(
+        model, tok, prompts, [0, 1], position="mean", positions="skip_first", batch_size=2
+    )
+    every = extract_activations(model, tok, prompts, [0, 1], position="mean", positions="all")
+    np.testing.assert_allclose(every, _reference(model, tok, prompts, [0, 1], "mean"), atol=1e-5)
+    with torch.no_grad():
+        for r, p in enumerate(prompts):
+            enc = tok([p], return_tensors="pt")
+            ids = enc["input_ids"][0].tolist()
+            keep = [t for t in range(len(ids)) if t > 0 and ids[t] not in special]
+            keep = sorted(set(keep) | {len(ids) - 1})
+            hs = model(**enc, output_hidden_states=True).hidden_states
+            for j, layer in enumerate([0, 1]):
+                want = hs[layer + 1][0, keep].mean(0).numpy()
+                np.testing.assert_allclose(got[r, j], want, atol=1e-5)
+    assert np.abs(got - every).max() > 1e-4
+    last = extract_activations(model, tok, prompts, [0], positions="skip_first")
+    np.testing.assert_array_equal(last, extract_activations(model, tok, prompts, [0]))

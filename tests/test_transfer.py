@@ -193,3 +193,32 @@ def test_diagonal_is_the_identity_even_when_nothing_is_scored():
     m = transfer_matrix(t, ["a", "b"]).set_index(["source", "target"])
     assert m.loc[("a", "a"), "mean_pearson_ce"] == 1.0 and m.loc[("a", "a"), "n"] == 1
     assert m.loc[("a", "b"), "band"] == "no data" and m.loc[("a", "b"), "n"] == 0
+
+
+def test_controls_do_not_count_toward_min_sources():
+    """Four models, "d" a control: into a, b and c only two sources count, so their cells are
+    not scored at min_sources=3, whatever the control does; into d the three others count."""
+    t = full_table("abcd")
+    off = t.source != t.target
+    s = scored_cells(t, min_prompts=200, min_sources=3, controls=["d"])
+    assert not s[off & (t.target != "d")].any()
+    assert s[off & (t.target == "d")].all()
+    assert s[~off].all()
+    # The control's own cells follow their target's count: from d into a needs 3 non-controls.
+    assert scored_cells(t, min_prompts=200, min_sources=2, controls=["d"])[off].all()
+    assert scored_cells(t, min_prompts=200, min_sources=3).all()  # counted, d makes three
+
+
+def test_effects_below_the_noise_floor_never_beat_the_null():
+    rng = np.random.default_rng(5)
+    n = 300
+    null = 0.05 * rng.normal(size=(32, n))
+    dm_s = rng.normal(size=n)
+    dm_t = dm_s + 0.1 * rng.normal(size=n)
+    clear = score_cell(inputs(dm_s, dm_t, null))
+    assert clear["beats_null"] and clear["source_floor"] == clear["target_floor"] == 0.0
+    # The same effects, with a target whose zero direction moves the margin by RMS 0.2: an
+    # effect of RMS ~1 is only 5 floors, below min_effect_ratio (10).
+    noisy = score_cell(inputs(dm_s, dm_t, null, floor_target=0.2))
+    assert noisy["target_floor"] == 0.2 and not noisy["beats_null"]
+    assert score_cell(inputs(dm_s, dm_t, null, floor_target=0.05))["beats_null"]

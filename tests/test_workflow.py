@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from crossprobe.stats import pearson
+from crossprobe.transfer import scored_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -52,8 +53,9 @@ REDUCED = {
     },
     "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
     "layers": [0.0, 1.0],
-    # Three models give each target two sources: score them (the default asks for three).
-    "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200, "min_sources": 2},
+    # Two trained models and a control give each trained target one source that counts (the
+    # control never does): score those cells (the default asks for three).
+    "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200, "min_sources": 1},
 }
 
 
@@ -156,10 +158,23 @@ def test_transfer_table_columns_and_recomputable_rho(run):
         "target_auroc",
         "cosine",
         "map_r2",
+        "source_floor",
+        "target_floor",
         "scored",
     }
     assert need <= set(t.columns)
     assert (t.n >= 200).all() and t.scored.all()
+    # The noise floor: a zero direction sent through the same passes moves no margin at all
+    # (the reference copy sits in the same pass), and its effects are written per layer.
+    assert (t.source_floor == 0).all() and (t.target_floor == 0).all()
+    fx = pd.read_parquet(run / "results/effects/gpt2/parity/self.parquet")
+    zero = [c for c in fx.columns if c.startswith("zero:")]
+    assert len(zero) == 2 and (fx[zero].to_numpy() == 0).all()
+    # At min_sources 2 the control does not make a trained target's second source: only the
+    # cells into the control would be scored.
+    again = scored_cells(t, min_prompts=200, min_sources=2, controls=["random"])
+    off_diag = t.source != t.target
+    assert (again[off_diag] == (t.target[off_diag] == "random")).all()
     off = t[t.source != t.target]
     assert len(off) == 6 * 2 * 2 * 2
     assert ((off.ci_low <= off.pearson_ce) & (off.pearson_ce <= off.ci_high)).all()

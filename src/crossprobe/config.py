@@ -60,6 +60,12 @@ class ModelSpec:
     """Declared a control (None: a zoo model with ``trained: false`` is one)."""
     prompt_format: Literal["raw", "chat"] | None = None
     """Prompt format on every dataset; None takes each dataset's."""
+    answers: tuple[str, str] | None = None
+    """(positive, negative) answers on every dataset; None takes each dataset's."""
+
+    def answers_for(self, dataset: DatasetSpec) -> tuple[str, str]:
+        """The answer tokens this model is read at on ``dataset``."""
+        return self.answers or dataset.answers
 
     def format_for(self, dataset: DatasetSpec) -> Literal["raw", "chat"]:
         """The prompt format this model gets on ``dataset``."""
@@ -189,25 +195,34 @@ class RunConfig:
 
 
 def scoring_warnings(run: RunConfig) -> list[str]:
-    """Why no off-diagonal cell of ``run`` can be scored, if none can (else an empty list)."""
-    out = []
+    """Why no off-diagonal cell of ``run`` can be scored, or only cells into controls (else an
+    empty list): each names the key that would change it."""
     counted = [m for m in run.models if m not in run.controls]
-    most = max(
-        (len([m for m in counted if m != t]) for t in run.models),
-        default=0,
-    )
     need = run.transfer.min_sources
+
+    def sources(target: str) -> int:
+        return len([m for m in counted if m != target])
+
+    most = max((sources(t) for t in run.models), default=0)
+    most_real = max((sources(t) for t in counted), default=0)
+    controls = f" ({', '.join(run.controls)}: controls, which do not count)" if run.controls else ""
+    fix = (
+        f"Add models, or lower transfer.min_sources to {max(most_real, 1)}; cells are computed "
+        "and reported either way."
+    )
     if most < need:
-        controls = (
-            f" ({', '.join(run.controls)} are controls and do not count)" if run.controls else ""
-        )
-        out.append(
+        return [
             f"no off-diagonal cell can be scored: at most {most} source model(s) that are not "
             f"controls carry a probe into any target{controls}, fewer than transfer.min_sources="
-            f"{need}. Add models, or lower transfer.min_sources to {max(most, 1)}; cells are "
-            "computed and reported either way."
-        )
-    return out
+            f"{need}. {fix}"
+        ]
+    if most_real < need:
+        return [
+            f"only cells into the controls can be scored: at most {most_real} source model(s) "
+            f"that are not controls carry a probe into any other target{controls}, fewer than "
+            f"transfer.min_sources={need}. {fix}"
+        ]
+    return []
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -341,7 +356,16 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
         gguf=gguf,
         control=entry["control"],
         prompt_format=entry["prompt_format"],
+        answers=_model_answers(name, entry["answers"]),
     )
+
+
+def _model_answers(name: str, answers: Any) -> tuple[str, str] | None:
+    if answers is None:
+        return None
+    if answers[0] == answers[1]:
+        raise ConfigError(f"models.{name}.answers: the two answers must differ.")
+    return (answers[0], answers[1])
 
 
 def _check_model_path(name: str, path: str) -> None:
@@ -506,12 +530,14 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
             except ConfigError as e:
                 raise ConfigError(f"models.{spec.name}.layers: {e}") from None
     for ds in run.datasets.values():
-        for answer in ds.answers:
+        answers = spec.answers_for(ds)
+        where = f"models.{spec.name}.answers" if spec.answers else f"datasets.{ds.name}.answers"
+        for answer in answers:
             if info.single_token is not None and not info.single_token(answer):
                 raise ConfigError(
                     f"models.{spec.name}: answer {answer!r} of dataset {ds.name!r} is not exactly "
                     f"one token in {spec.name}'s tokenizer; choose answers that are (e.g. with a "
-                    f"leading space) via datasets.{ds.name}.answers."
+                    f"leading space) via {where}."
                 )
         fmt = spec.format_for(ds)
         key = (
@@ -526,10 +552,10 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
                 f"prompt_format raw for {spec.name} (models.{spec.name}.prompt_format: raw)."
             )
         if info.prompt_check is not None:
-            problems = info.prompt_check(ds, fmt)
+            problems = info.prompt_check(ds, fmt, answers)
             if problems:
                 raise ConfigError(
-                    f"{key} ({fmt}) with model {spec.name} on dataset {ds.name}: "
+                    f"models.{spec.name} on dataset {ds.name} ({fmt} prompts, from {key}): "
                     + "; ".join(problems)
                     + "."
                 )
@@ -552,17 +578,17 @@ def _sample_prompt(ds: DatasetSpec) -> str:
 
 def tokenizer_prompt_check(tok: Any) -> Any:
     """Prompt checks with a loaded transformers tokenizer (exact: it renders and encodes)."""
-    from crossprobe.prompts import format_prompts, prompt_problems
+    from crossprobe.prompts import end_token_ids, format_prompts, prompt_problems
 
-    ends = [i for i in (tok.eos_token_id, *tok.all_special_ids) if i is not None]
+    ends = end_token_ids(tok)
 
-    def check(ds: DatasetSpec, fmt: str) -> list[str]:
+    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
         from crossprobe.prompts import SAMPLE_STATEMENT
 
         text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, fmt, ds.system_prompt)[0]
         ids = tok(text)["input_ids"]
         bare = tok(text, add_special_tokens=False)["input_ids"]
-        return prompt_problems(text, ids, bare, ds.answers, ends if fmt == "chat" else [])
+        return prompt_problems(text, ids, bare, answers, ends if fmt == "chat" else [])
 
     return check
 
@@ -580,7 +606,7 @@ def _gguf_prompt_check(header: Any) -> Any:
     bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
     template = meta.get("tokenizer.chat_template")
 
-    def check(ds: DatasetSpec, fmt: str) -> list[str]:
+    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
         out = []
         if meta.get("tokenizer.ggml.add_eos_token"):
             out.append(
@@ -604,10 +630,10 @@ def _gguf_prompt_check(header: Any) -> Any:
                     "model is asked for the token after a finished turn; use a template with a "
                     "generation prompt, or prompt_format raw"
                 )
-        if text[-1:].isspace() and any(a[:1].isspace() for a in ds.answers):
+        if text[-1:].isspace() and any(a[:1].isspace() for a in answers):
             out.append(
                 f"the prompt ends in whitespace ({text[-1:]!r}) and the answers "
-                f"{list(ds.answers)} start with a space; give them without it "
+                f"{list(answers)} start with a space; give them without it "
                 "(e.g. ['True', 'False'])"
             )
         return out
@@ -626,7 +652,7 @@ def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
         zspec = ZooSpec.from_dict(spec.zoo)
         allowed = zoo_answers(zspec)
 
-        def zoo_check(ds: DatasetSpec, fmt: str) -> list[str]:
+        def zoo_check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
             return []  # the zoo's tokenizers add no special tokens; they have no chat template
 
         return _ModelInfo(zspec.n_layers, lambda a: a in allowed, None, zoo_check)
@@ -658,11 +684,11 @@ def _raw_prompt_check(path: Path) -> Any:
 
     tok = Tokenizer.from_file(str(path))
 
-    def check(ds: DatasetSpec, fmt: str) -> list[str]:
+    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
         text = _sample_prompt(ds)
         ids = tok.encode(text, add_special_tokens=True).ids
         bare = tok.encode(text, add_special_tokens=False).ids
-        return prompt_problems(text, ids, bare, ds.answers, [])
+        return prompt_problems(text, ids, bare, answers, [])
 
     return check
 

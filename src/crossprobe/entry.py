@@ -136,7 +136,7 @@ def _prompts(df: pd.DataFrame, ds: DatasetSpec, spec: ModelSpec, tok: Any) -> li
             f"models.{spec.name}: prompt_format chat needs a chat template, and its tokenizer has "
             f"none; use prompt_format raw (models.{spec.name}.prompt_format: raw)"
         )
-    problems = tokenizer_prompt_check(tok)(ds, fmt)
+    problems = tokenizer_prompt_check(tok)(ds, fmt, spec.answers_for(ds))
     if problems:
         raise ConfigError(f"model {spec.name}, dataset {ds.name} ({fmt}): " + "; ".join(problems))
     return format_prompts(tok, df["statement"].tolist(), ds.template, fmt, ds.system_prompt)
@@ -261,7 +261,7 @@ def extract(smk: Any) -> None:
     df = read_dataset(smk.input.dataset)
     model, tok = _load(spec)
     prompts = _prompts(df, ds, spec, tok)
-    answer_token_ids(tok, ds.answers, model=spec.name)
+    answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
     batch_size = _batch_size(model, tok, spec, prompts, ablation=False)
     n_layers = len(decoder_blocks(model))
     by_pos = layers_by_position(spec, n_layers)
@@ -278,7 +278,7 @@ def extract(smk: Any) -> None:
         "positions": smk.params.positions,
         "dataset": ds.name,
         "template": ds.template,
-        "answers": list(ds.answers),
+        "answers": list(spec.answers_for(ds)),
         "crossprobe_version": __version__,
     }
 
@@ -574,7 +574,7 @@ def ablate_self(smk: Any) -> None:
     rows = _effect_setup(ds, smk.input.dataset, transfer)
     model, tok = _load(spec)
     prompts = _prompts(rows, ds, spec, tok)
-    answers = answer_token_ids(tok, ds.answers, model=spec.name)
+    answers = answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
     probes = load_probes(smk.input.probes)
     batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
     keys, directions = {}, {}
@@ -641,7 +641,7 @@ def ablate_carried(smk: Any) -> None:
         ds = dataset_from_params(smk.params.datasets[Path(path).stem])
         rows = _effect_setup(ds, path, transfer)
         prompts = _prompts(rows, ds, spec, tok)
-        answers = answer_token_ids(tok, ds.answers, model=spec.name)
+        answers = answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
         probes = load_probes(probe_path)
         batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
         keys = {

@@ -99,6 +99,21 @@ def format_prompts(
     ]
 
 
+_END_MARKS = ("end", "eot", "eos", "</")
+
+
+def end_token_ids(tokenizer: Any) -> list[int]:
+    """EOS and the special tokens that close a turn (``<|im_end|>``, ``<end_of_turn>``,
+    ``<|eot_id|>``, ``</s>``...): a prompt must not end with one."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for text in tokenizer.all_special_tokens:
+        if any(mark in text.lower() for mark in _END_MARKS):
+            i = tokenizer.convert_tokens_to_ids(text)
+            if isinstance(i, int):
+                ids.add(i)
+    return sorted(ids)
+
+
 def prompt_problems(
     prompt: str,
     ids: Sequence[int],
