@@ -128,3 +128,36 @@ def test_answers_and_transfer_tables(run):
 def test_ablation_logs_show_progress(run):
     log = (run / "results/logs/ablate/gemma3/cities/self.log").read_text()
     assert "gemma3/cities (2 layers, 8 directions)" in log and "prompt/s" in log
+
+
+def test_chat_prompts_and_their_checks_on_the_real_tokenizers(run):
+    """SmolLM2-Instruct's own template (from its GGUF, kept by the conversion): the chat prompt
+    ends with the generation prompt, its trailing newline makes " True" a wrong answer and
+    "True" a right one, and the GGUF header's check agrees with the converted tokenizer's.
+    Gemma 3 (a base model) has no template; its BOS is left out of the ablation."""
+    from crossprobe.config import DatasetSpec, _gguf_prompt_check, tokenizer_prompt_check
+    from crossprobe.convert import read_header
+    from crossprobe.models import content_positions, load_tokenizer, special_token_ids
+    from crossprobe.prompts import format_prompts
+
+    ds = DatasetSpec("cities", "cities", None, "{statement} True or false?", (" True", " False"))
+    tok = load_tokenizer(str(run / "results/models/smollm2"))
+    (text,) = format_prompts(tok, ["The city of Paris is in France."], ds.template, "chat")
+    assert text.endswith("<|im_start|>assistant\n") and "Paris is in France." in text
+    tail = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    assert tok(text)["input_ids"][-len(tail) :] == tail
+    assert len(tok("True", add_special_tokens=False)["input_ids"]) == 1
+    header = _gguf_prompt_check(read_header(run / "gguf" / SMOLLM2, tokens=True))
+    for check in (tokenizer_prompt_check(tok), header):
+        assert check(ds, "chat", ("True", "False")) == []
+        (problem,) = check(ds, "chat", (" True", " False"))
+        assert "whitespace" in problem
+        assert check(ds, "raw", (" True", " False")) == []
+    gemma = load_tokenizer(str(run / "results/models/gemma3"))
+    assert not getattr(gemma, "chat_template", None)
+    enc = gemma(["The city of Paris is in France."], return_tensors="pt")
+    assert enc["input_ids"][0, 0] == gemma.bos_token_id
+    keep = content_positions(
+        enc["input_ids"], enc["attention_mask"], special_token_ids(gemma), "skip_first"
+    )
+    assert not keep[0, 0] and keep[0, 1:].all()
