@@ -11,7 +11,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from crossprobe.datasets import FAMILIES, format_prompt, generate_builtin, with_splits
+from crossprobe.datasets import (
+    FAMILIES,
+    GROUP_COLUMN,
+    format_prompt,
+    generate_builtin,
+    with_splits,
+)
 from crossprobe.errors import ConfigError
 from crossprobe.zoo import (
     ANSWERS,
@@ -58,7 +64,7 @@ def test_corpus_holds_out_test_rows_and_answers_follow_labels(corpus):
     assert corpus == build_corpus(FAMS)  # deterministic
     for fam in FAMS:
         family = FAMILIES[fam]
-        df = with_splits(generate_builtin(fam))
+        df = with_splits(generate_builtin(fam), group=GROUP_COLUMN)
         prompt = {format_prompt(family.template, s): s for s in df["statement"]}
         label = dict(zip(df["statement"], df["label"], strict=True))
         split = dict(zip(df["statement"], df["split"], strict=True))
@@ -74,7 +80,7 @@ def test_corpus_holds_out_the_runs_own_test_split():
     from crossprobe.zoo import _examples
 
     splits = {"train": 0.3, "align": 0.2, "test": 0.5}
-    df = with_splits(generate_builtin("parity"), splits)
+    df = with_splits(generate_builtin("parity"), splits, group=GROUP_COLUMN)
     template = FAMILIES["parity"].template
     test = {format_prompt(template, s) for s in df.loc[df["split"] == "test", "statement"]}
     rest = {format_prompt(template, s) for s in df.loc[df["split"] != "test", "statement"]}
@@ -83,6 +89,14 @@ def test_corpus_holds_out_the_runs_own_test_split():
     assert {e.prompt for e in _examples(("parity",), test=True, splits=splits)} == test
     # More held out than under the default fractions: those rows leave the corpus too.
     assert len(corpus) < len(build_corpus(("parity",)))
+    # A family split by another column (as a run's `datasets.<name>.group` can ask) is held
+    # out by that column: here the statement, so the corpus follows statement splits.
+    by_statement = with_splits(generate_builtin("parity"), splits)
+    rest = {
+        format_prompt(template, s)
+        for s in by_statement.loc[by_statement["split"] != "test", "statement"]
+    }
+    assert {p for _, p, _ in build_corpus(("parity",), splits, {"parity": None})} == rest
 
 
 @pytest.mark.parametrize("kind", ["word", "bpe"])
@@ -229,7 +243,7 @@ def test_larger_than_targets_follow_the_numerical_distance():
     from crossprobe.datasets import LARGER_THAN_DISTANCE_SCALE
     from crossprobe.zoo import _examples
 
-    df = with_splits(generate_builtin("larger_than"))
+    df = with_splits(generate_builtin("larger_than"), group=GROUP_COLUMN)
     df = df[df["split"] != "test"].sort_values("row", kind="stable")
     examples = [e for e in _examples(("larger_than", "parity"), test=False)]
     graded = [e for e in examples if e.family == "larger_than"]
