@@ -192,3 +192,18 @@ def test_adding_a_dataset_keeps_existing_extraction_and_probes(workdir):
                 expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried")}
     expected |= {_job(r) for r in AGGREGATES}
     assert jobs == expected
+
+
+def test_ablated_positions_rerun_the_ablations_only(workdir):
+    """`transfer.positions` decides what an ablation touches; with `position: last` nothing read
+    for probes depends on it, so extraction, probes and maps stay."""
+    extra = _write(workdir / "positions.yaml", {"transfer": {"positions": "all"}})
+    jobs, _ = _plan(workdir, extra)
+    expected = {_job("ablate_self", model=m, dataset=d) for m in MODELS for d in DATASETS}
+    for s in MODELS:
+        for t in MODELS:
+            expected.add(_job("correlate", source=s, target=t))
+            if s != t:
+                expected.add(_job("ablate_carried", source=s, target=t))
+    expected |= {_job(r) for r in AGGREGATES - {"generalisation_table"}}
+    assert jobs == expected
