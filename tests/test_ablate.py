@@ -629,3 +629,14 @@ def test_zero_direction_is_exactly_zero_in_bfloat16(tok, fanout):
         fx = res.effects[layer]
         assert np.all(fx[3] == 0.0)  # the noise floor, measured: exactly 0
         assert np.abs(fx[:3]).min(axis=1).max() > 0  # real directions move the margin
+
+
+def test_the_unknown_token_is_content_not_a_sink(tok):
+    from crossprobe.models import content_positions, special_token_ids
+
+    assert tok.unk_token_id not in special_token_ids(tok)
+    assert tok.bos_token_id in special_token_ids(tok)
+    ids, mask = _encode(tok, ["the zebra is blue"])  # "zebra" is not in the vocabulary
+    assert tok.unk_token_id in ids[0].tolist()
+    keep = content_positions(ids, mask, special_token_ids(tok), "skip_first")
+    assert keep[0, 1:].all() and not keep[0, 0]

@@ -346,8 +346,10 @@ Positions = Literal["all", "skip_first"]
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The ids of the tokenizer's special tokens (BOS, EOS, pad, chat markup), sorted."""
-    return sorted({int(i) for i in tokenizer.all_special_ids if i is not None})
+    """The ids of the tokenizer's special tokens (BOS, EOS, pad, chat markup), sorted; not the
+    unknown token, which stands for a word of the prompt."""
+    unk = tokenizer.unk_token_id
+    return sorted({int(i) for i in tokenizer.all_special_ids if i is not None and i != unk})
 
 
 def content_positions(
