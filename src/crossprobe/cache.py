@@ -287,6 +287,10 @@ def write_store(
             pending.result()
 
     shutil.rmtree(tmp / "done")
+    # zarr writes each file through a `<name>.<uuid>.partial` beside it; a run killed mid-write
+    # leaves that file behind, and it must not travel into the finished store.
+    for stray in tmp.rglob("*.partial"):
+        stray.unlink()
     group.attrs.put(
         {
             **user_attrs,
