@@ -69,9 +69,16 @@ def zoo_base_source(wildcards):
     return CFG.models[base].source if base else None
 
 
-def zoo_split_groups():
-    """The group column the run splits each built-in family by (the family's own by default)."""
-    return {d.builtin: d.group for d in CFG.datasets.values() if d.builtin is not None}
+def zoo_split_groups(wildcards):
+    """The group column the run splits each family a zoo model trains on by: its dataset's, or
+    the family's own (so adding a dataset that keeps the default changes nothing here)."""
+    from crossprobe.datasets import GROUP_COLUMN
+    from crossprobe.zoo_spec import ZooSpec
+
+    spec = CFG.models[wildcards.model]
+    run = {d.builtin: d.group for d in CFG.datasets.values() if d.builtin is not None}
+    families = ZooSpec.from_dict(spec.zoo).resolved_families()
+    return {f: run.get(f, GROUP_COLUMN) for f in families}
 
 
 def store(model, dataset):

@@ -19,7 +19,7 @@ rule zoo:
         # The zoo holds out the run's `test` facts, so it follows the run's splits and the
         # group column each built-in family is split by.
         splits=CFG.splits,
-        groups=zoo_split_groups(),
+        groups=zoo_split_groups,
         base=zoo_base_source,
     script:
         ENTRY
