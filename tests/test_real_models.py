@@ -127,7 +127,9 @@ def test_answers_and_transfer_tables(run):
 
 def test_ablation_logs_show_progress(run):
     log = (run / "results/logs/ablate/gemma3/cities/self.log").read_text()
-    assert "gemma3/cities (2 layers, 8 directions)" in log and "prompt/s" in log
+    # Per layer: two probes, two null directions and the zero direction of the noise floor.
+    assert "gemma3/cities (2 layers, 10 directions)" in log and "prompt/s" in log
+    assert "noise floor (RMS Δm of a zero direction) 0" in log
 
 
 def test_chat_prompts_and_their_checks_on_the_real_tokenizers(run):
