@@ -595,7 +595,7 @@ def tokenizer_prompt_check(tok: Any) -> Any:
 
 def _gguf_prompt_check(header: Any) -> Any:
     """Prompt checks from a GGUF header: its chat template, and its BOS/EOS flags."""
-    from crossprobe.prompts import render_chat
+    from crossprobe.prompts import render_chat, trailing_space_problems
 
     meta, tokens = header.metadata, header.tokens
 
@@ -630,13 +630,7 @@ def _gguf_prompt_check(header: Any) -> Any:
                     "model is asked for the token after a finished turn; use a template with a "
                     "generation prompt, or prompt_format raw"
                 )
-        if text[-1:].isspace() and any(a[:1].isspace() for a in answers):
-            out.append(
-                f"the prompt ends in whitespace ({text[-1:]!r}) and the answers "
-                f"{list(answers)} start with a space; give them without it "
-                "(e.g. ['True', 'False'])"
-            )
-        return out
+        return out + trailing_space_problems(text, answers)
 
     return check
 

@@ -138,11 +138,16 @@ def prompt_problems(
             "so the model is asked for the token after a finished turn; use a template with a "
             "generation prompt, or prompt_format raw"
         )
-    if prompt[-1:].isspace():
-        spaced = [a for a in answers if a[:1].isspace()]
-        if spaced:
-            out.append(
-                f"the prompt ends in whitespace ({prompt[-1:]!r}) and answer(s) {spaced} start "
-                "with a space; give the answers without it (e.g. ['True', 'False'])"
-            )
+    out += trailing_space_problems(prompt, answers)
     return out
+
+
+def trailing_space_problems(prompt: str, answers: tuple[str, str]) -> list[str]:
+    """A prompt that ends in whitespace cannot be answered by a token that starts with a space."""
+    spaced = [a for a in answers if a[:1].isspace()]
+    if not (prompt[-1:].isspace() and spaced):
+        return []
+    return [
+        f"the prompt ends in whitespace ({prompt[-1:]!r}) and answer(s) {spaced} start with a "
+        "space; give the answers without it (e.g. ['True', 'False'])"
+    ]
