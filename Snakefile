@@ -1,5 +1,5 @@
 # crossprobe: does a linear probe found in one language model mean the same thing in another?
-# extract -> train -> generalise; align -> ablate -> correlate -> plot.  See README.md.
+# extract -> train -> generalise; regress (ridge on real-valued targets); align -> ablate -> correlate -> plot.  See README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -22,6 +22,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generalise.smk"
+include: "workflow/rules/regression.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/correlate.smk"

@@ -149,6 +149,8 @@ class DatasetSpec:
     """The template's text as it is, or as the user turn of each model's chat template."""
     system_prompt: str | None = None
     """System turn before each statement with the chat format."""
+    targets: tuple[str, ...] = ()
+    """Real-valued columns that regression probes predict."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,14 @@ class TransferOptions:
 
 
 @dataclass(frozen=True)
+class RegressionOptions:
+    """Ridge probes on the datasets' targets and their held-one-dataset-out evaluation."""
+
+    train_k: tuple[int, ...] = (2,)
+    min_rows: int = 20
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated configuration of one run."""
 
@@ -182,6 +192,12 @@ class RunConfig:
     logreg_c: float
     splits: dict[str, float]
     transfer: TransferOptions = field(default_factory=TransferOptions)
+    regression: RegressionOptions = field(default_factory=RegressionOptions)
+
+    @property
+    def targets(self) -> dict[str, tuple[str, ...]]:
+        """The regression targets of each dataset that has any."""
+        return {n: d.targets for n, d in self.datasets.items() if d.targets}
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -306,6 +322,8 @@ def validate_config(
             f"splits: fractions {splits} sum to {sum(splits.values()):g}; make them sum to 1."
         )
     transfer = TransferOptions(**_with_defaults(top["transfer"], props["transfer"]))
+    reg = _with_defaults(top["regression"], props["regression"])
+    regression = RegressionOptions(train_k=tuple(reg["train_k"]), min_rows=int(reg["min_rows"]))
     run = RunConfig(
         models=models,
         datasets=datasets,
@@ -315,6 +333,7 @@ def validate_config(
         logreg_c=float(top["logreg_c"]),
         splits={k: float(splits[k]) for k in ("train", "align", "test")},
         transfer=transfer,
+        regression=regression,
     )
     if inputs:
         check_inputs(run)
@@ -453,6 +472,7 @@ def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
         group=group,
         prompt_format=entry["prompt_format"],
         system_prompt=entry["system_prompt"],
+        targets=tuple(entry["targets"]),
     )
 
 
@@ -508,6 +528,7 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
     if spec.group is not None:
         split_keys(df, spec.group, source=f"datasets.{spec.name}.group")
     split = with_splits(df, run.splits, group=spec.group)
+    check_targets(split, spec.targets, run.regression.min_rows, source=f"datasets.{spec.name}")
     positives = int(((split["split"] == "test") & (split["label"] > 0.5)).sum())
     floor = run.transfer.min_prompts
     if positives < floor and not run.transfer.allow_unscored:
@@ -517,6 +538,37 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
             "transfer.allow_unscored: true to report such cells unscored."
         )
     return split
+
+
+def check_targets(df: pd.DataFrame, targets: tuple[str, ...], min_rows: int, *, source: str) -> None:
+    """Each target is a column of finite numbers, non-constant with ``min_rows`` rows or more in
+    `train` and in `test` (``ConfigError`` naming the column otherwise)."""
+    import numpy as np
+    import pandas as pd
+
+    for col in targets:
+        where = f"{source}.targets: column {col!r}"
+        if col not in df.columns:
+            raise ConfigError(f"{where} is not in the table (columns: {list(df.columns)})")
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ConfigError(
+                f"{where} has {int(bad.sum())} value(s) that are not finite numbers, e.g. "
+                f"{df[col][bad].head(3).tolist()}; fix or drop those rows"
+            )
+        for split in ("train", "test"):
+            v = values[(df["split"] == split).to_numpy()]
+            if len(v) < min_rows:
+                raise ConfigError(
+                    f"{where}: {len(v)} {split} rows, fewer than regression.min_rows={min_rows}; "
+                    "add rows or lower regression.min_rows"
+                )
+            if np.ptp(v) == 0:
+                raise ConfigError(
+                    f"{where} is constant ({v[0]:g}) in {split}; a regression probe needs a "
+                    "target that varies"
+                )
 
 
 def _check_model(spec: ModelSpec, run: RunConfig) -> None:

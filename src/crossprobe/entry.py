@@ -379,6 +379,78 @@ def concat_tables(smk: Any) -> None:
         pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
 
 
+def regress(smk: Any) -> None:
+    """Ridge probes on every target of every dataset at every stored layer (fit on `train`,
+    scored on `test`), then held-one-dataset-out and train-k/test-rest for shared targets."""
+    from crossprobe.cache import open_store
+    from crossprobe.datasets import read_dataset
+    from crossprobe.errors import CacheError
+    from crossprobe.probes import save_probes
+    from crossprobe.regression import (
+        PROBE_COLUMNS,
+        Split,
+        fit_ridge,
+        heldout_rows,
+        heldout_table,
+        regression_scores,
+    )
+
+    model = smk.wildcards.model
+    shared: dict[tuple[str, int], dict[str, Split]] = {}
+    rows: list[dict[str, Any]] = []
+    with atomic_path(Path(smk.output.probes)) as out:
+        out.mkdir(parents=True)
+        for store_path, table_path in zip(smk.input.stores, smk.input.datasets, strict=True):
+            store, df = open_store(store_path), read_dataset(table_path)
+            name = store.attrs["dataset"]
+            if not np.array_equal(store.row_hash(), df["row_hash"].to_numpy()):
+                raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
+            split = store.split()
+            tr, te = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+            for target in smk.params.targets[name]:
+                y = df[target].to_numpy(np.float64)
+                probes = []
+                for layer in store.layers:
+                    xtr, xte = store.layer(layer, tr), store.layer(layer, te)
+                    p = fit_ridge(xtr, y[tr], layer)
+                    meta = {"model": model, "dataset": name, "target": target, "layer": layer}
+                    probes.append(
+                        type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}})
+                    )
+                    scores = regression_scores(y[te], p.score(xte), np.zeros(len(te)))
+                    rows.append(
+                        {**meta, "alpha": p.provenance["alpha"], "n_train": len(tr), **scores}
+                    )
+                    shared.setdefault((target, layer), {})[name] = (xtr, y[tr], xte, y[te])
+                    log.info("%s.%s, layer %d: test R² %.3f", name, target, layer, scores["r2"])
+                save_probes(
+                    out / f"{name}.{target}.safetensors",
+                    probes,
+                    {"model": model, "dataset": name, "target": target, "method": "ridge"},
+                )
+    held: list[dict[str, object]] = []
+    for (target, layer), data in sorted(shared.items()):
+        held += heldout_rows(model, target, layer, data, train_k=smk.params.train_k)
+    with atomic_path(smk.output.table) as tmp:
+        pd.DataFrame(rows, columns=PROBE_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(smk.output.heldout) as tmp:
+        heldout_table(held).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def regression_tables(smk: Any) -> None:
+    """regression.csv and heldout.csv over every model, and the study's figure."""
+    from crossprobe.plots import plot_regression
+
+    tables = {}
+    for key in ("tables", "heldout"):
+        frames = [pd.read_csv(p) for p in smk.input[key]]
+        tables[key] = pd.concat(frames, ignore_index=True)
+    for key, out in (("tables", smk.output.table), ("heldout", smk.output.heldout)):
+        with atomic_path(out) as tmp:
+            tables[key].to_csv(tmp, index=False, float_format="%.6g")
+    plot_regression(tables["tables"], tables["heldout"], smk.output.figure)
+
+
 ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
     "dataset": dataset,
     "zoo": zoo,
@@ -387,6 +459,8 @@ ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
     "train": train,
     "generalise": generalise,
     "generalisation_table": concat_tables,
+    "regress": regress,
+    "regression_tables": regression_tables,
 }
 
 

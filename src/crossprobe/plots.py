@@ -247,3 +247,35 @@ def plot_answers(answers: pd.DataFrame, table: pd.DataFrame, path: str | Path) -
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("Does the model answer with what its probes read?", fontsize=10)
     save_figure(fig, path)
+
+
+def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path) -> None:
+    """Left: each ridge probe's test R² by layer (one line per model, dataset and target).
+    Right: held-one-dataset-out standard R² against mean-adjusted R², one point per held-out
+    dataset and layer (the diagonal: no offset between the datasets' means)."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (model, dataset, target), sub in table.groupby(["model", "dataset", "target"]):
+        sub = sub.sort_values("layer")
+        ax.plot(sub["layer"], sub["r2"], marker="o", label=f"{model}: {dataset}.{target}")
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("layer (block index)")
+    ax.set_ylabel("R² on test")
+    ax.set_title("Ridge probes, in distribution", fontsize=10)
+    if len(table):
+        ax.legend(fontsize=6, loc="best")
+    one_out = heldout[heldout["scheme"] == "hold_one_out"] if len(heldout) else heldout
+    if len(one_out):
+        for (model, layer), sub in one_out.groupby(["model", "layer"]):
+            bx.scatter(sub["r2"], sub["r2_mean_adjusted"], label=f"{model}, layer {layer}", s=22)
+            for _, row in sub.iterrows():
+                bx.annotate(row["test_datasets"], (row["r2"], row["r2_mean_adjusted"]), fontsize=6)
+        lo = float(min(one_out["r2"].min(), one_out["r2_mean_adjusted"].min(), 0.0))
+        bx.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls=":")
+        bx.legend(fontsize=6, loc="best")
+    else:
+        bx.text(0.5, 0.5, "no target is shared by two datasets", ha="center", va="center")
+    bx.set_xlabel("standard R² on the held-out dataset")
+    bx.set_ylabel("mean-adjusted R²")
+    bx.set_title("Held one dataset out", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -46,6 +46,8 @@ CPU_RULES: tuple[str, ...] = (
     "transfer_tables",
     "plot_transfer",
     "answers_table",
+    "regress",
+    "regression_tables",
 )
 
 #: Upper bound on the rows of a built-in family (each generates about 2,000 rows).
@@ -546,13 +548,15 @@ class Sizer:
         elif rule == "dataset":
             rows = self.rows(w["dataset"])
             nbytes += rows * 2000.0
-        elif rule in ("train", "generalise"):
+        elif rule in ("train", "generalise", "regress"):
             d = self.footprint(w["model"]).d_model
             rows = self.rows(w["dataset"]) if rule == "train" else self._rows_all()
             nbytes += 3.0 * rows * n_layers * d * 4
             seconds += n_methods * n_layers * rows * d * 200 / CPU_FLOPS
             if rule == "generalise":
                 seconds += n_data * n_data * n_layers * n_methods * 2
+            if rule == "regress":  # ridge with 15 penalties, once per target and held-out split
+                seconds += 15 * n_data * n_data * n_layers * rows * d * d / CPU_FLOPS
         elif rule == "align":
             ds, dt = self.footprint(w["source"]).d_model, self.footprint(w["target"]).d_model
             rows = math.ceil(self._rows_all() * self.cfg.splits["align"])

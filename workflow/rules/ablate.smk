@@ -41,7 +41,7 @@ rule ablate_carried:
         **job_resources("ablate_carried"),
     params:
         model=lambda w: model_params(w, w.target),
-        datasets=lambda w: {d: asdict(spec) for d, spec in CFG.datasets.items()},
+        datasets=lambda w: {d: dataset_dict(spec) for d, spec in CFG.datasets.items()},
         transfer=transfer_params,
     script:
         ENTRY

@@ -37,8 +37,16 @@ def model_params(wildcards, name=None):
     return asdict(spec)
 
 
+def dataset_dict(spec):
+    """A dataset's spec as the model jobs see it: without its regression `targets`, which only
+    the regression rule reads (so declaring a target reruns no extraction or ablation)."""
+    d = asdict(spec)
+    d.pop("targets")
+    return d
+
+
 def dataset_params(wildcards):
-    return asdict(CFG.datasets[wildcards.dataset])
+    return dataset_dict(CFG.datasets[wildcards.dataset])
 
 
 def model_files(name):
@@ -117,6 +125,9 @@ def all_outputs():
         "results/figures/answers.png",
         "results/probebench",
     ]
+    if CFG.targets:
+        outputs += ["results/tables/regression.csv", "results/tables/heldout.csv"]
+        outputs += ["results/figures/regression.png"]
     return outputs
 
 

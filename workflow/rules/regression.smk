@@ -1,0 +1,46 @@
+# Regression probes: ridge on each dataset's real-valued `targets`, per model and layer, and
+# their held-one-dataset-out (and train-k/test-rest) evaluation. No model runs here.
+
+
+rule regress:
+    input:
+        stores=lambda w: [store(w.model, d) for d in CFG.targets],
+        datasets=expand("results/datasets/{dataset}.parquet", dataset=CFG.targets),
+    output:
+        probes=directory("results/regression/{model}"),
+        table="results/tables/regression/{model}.csv",
+        heldout="results/tables/heldout/{model}.csv",
+    log:
+        "results/logs/regression/{model}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("regress"),
+    params:
+        targets={d: list(t) for d, t in CFG.targets.items()},
+        train_k=list(CFG.regression.train_k),
+    script:
+        ENTRY
+
+
+rule regression_tables:
+    input:
+        tables=expand("results/tables/regression/{model}.csv", model=CFG.models),
+        heldout=expand("results/tables/heldout/{model}.csv", model=CFG.models),
+    output:
+        table="results/tables/regression.csv",
+        heldout="results/tables/heldout.csv",
+        figure=report(
+            "results/figures/regression.png",
+            caption="../report/regression.rst",
+            category="Regression",
+        ),
+        pdf="results/figures/regression.pdf",
+    log:
+        "results/logs/regression/tables.log",
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("regression_tables"),
+    script:
+        ENTRY
