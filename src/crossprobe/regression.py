@@ -28,7 +28,7 @@ from crossprobe.errors import ConfigError
 from crossprobe.probes import Probe, standard_scale
 
 #: The ridge penalties cross-validated on `train` (on standardised activations).
-DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 5, 15))
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 5, 19))
 
 SCORE_COLUMNS = ["n", "r2", "r2_mean_adjusted", "pearson", "spearman"]
 PROBE_COLUMNS = ["model", "dataset", "target", "layer", "alpha", "n_train", *SCORE_COLUMNS]

@@ -555,8 +555,8 @@ class Sizer:
             seconds += n_methods * n_layers * rows * d * 200 / CPU_FLOPS
             if rule == "generalise":
                 seconds += n_data * n_data * n_layers * n_methods * 2
-            if rule == "regress":  # ridge with 15 penalties, once per target and held-out split
-                seconds += 15 * n_data * n_data * n_layers * rows * d * d / CPU_FLOPS
+            if rule == "regress":  # ridge with 19 penalties, once per target and held-out split
+                seconds += 19 * n_data * n_data * n_layers * rows * d * d / CPU_FLOPS
         elif rule == "align":
             ds, dt = self.footprint(w["source"]).d_model, self.footprint(w["target"]).d_model
             rows = math.ceil(self._rows_all() * self.cfg.splits["align"])
