@@ -51,7 +51,10 @@ REDUCED = {
             }
         },
     },
-    "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
+    "datasets": {
+        "larger_than": {"builtin": "larger_than", "targets": ["diff"]},
+        "parity": {"builtin": "parity"},
+    },
     "layers": [0.0, 1.0],
     # Two trained models and a control give each trained target one source that counts (the
     # control never does): score those cells (the default asks for three).
@@ -274,3 +277,30 @@ def test_answer_table_tells_trained_models_from_the_control(run):
     )
     assert row.target_answer_auroc == pytest.approx(a.loc[("llama", "larger_than"), "answer_auroc"])
     assert (run / "results/figures/answers.png").stat().st_size > 10_000
+
+
+def test_regression_probes_predict_their_target(run):
+    """A ridge probe of larger_than's `diff` per model and layer: fit on train, scored on test,
+    saved as a probe whose score reproduces the table's R² from the cached activations."""
+    from crossprobe.cache import open_store
+    from crossprobe.probes import load_probes
+    from crossprobe.regression import r2
+
+    t = pd.read_csv(run / "results/tables/regression.csv")
+    assert set(t["model"]) == set(REDUCED["models"])
+    assert (t["dataset"] == "larger_than").all() and (t["target"] == "diff").all()
+    assert t.groupby("model").size().min() == 2  # one row per stored layer
+    trained = t[t["model"] != "random"]
+    assert trained["r2"].max() > 0.8
+    df = pd.read_parquet(run / "results/datasets/larger_than.parquet")
+    store = open_store(run / "results/activations/llama/larger_than.zarr")
+    probes = load_probes(run / "results/regression/llama/larger_than.diff.safetensors")
+    test = np.flatnonzero(store.split() == "test")
+    for (method, layer), probe in probes.items():
+        assert method == "ridge"
+        got = r2(df["diff"].to_numpy(float)[test], probe.score(store.layer(layer, test)))
+        row = t[(t["model"] == "llama") & (t["layer"] == layer)].iloc[0]
+        assert got == pytest.approx(row["r2"], abs=1e-5)
+    # One dataset carries the target: nothing to hold out, and the table says so by being empty.
+    assert len(pd.read_csv(run / "results/tables/heldout.csv")) == 0
+    assert (run / "results/figures/regression.png").stat().st_size > 10_000

@@ -540,7 +540,9 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
     return split
 
 
-def check_targets(df: pd.DataFrame, targets: tuple[str, ...], min_rows: int, *, source: str) -> None:
+def check_targets(
+    df: pd.DataFrame, targets: tuple[str, ...], min_rows: int, *, source: str
+) -> None:
     """Each target is a column of finite numbers, non-constant with ``min_rows`` rows or more in
     `train` and in `test` (``ConfigError`` naming the column otherwise)."""
     import numpy as np

@@ -414,9 +414,7 @@ def regress(smk: Any) -> None:
                     xtr, xte = store.layer(layer, tr), store.layer(layer, te)
                     p = fit_ridge(xtr, y[tr], layer)
                     meta = {"model": model, "dataset": name, "target": target, "layer": layer}
-                    probes.append(
-                        type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}})
-                    )
+                    probes.append(type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}}))
                     scores = regression_scores(y[te], p.score(xte), np.zeros(len(te)))
                     rows.append(
                         {**meta, "alpha": p.provenance["alpha"], "n_train": len(tr), **scores}

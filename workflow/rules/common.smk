@@ -21,7 +21,8 @@ wildcard_constraints:
 
 def validated_config(config):
     """The typed run config; a clear error and no job at all if the config is wrong. A run that
-    can score no off-diagonal cell is planned with a warning that names the key to change."""
+    can score no off-diagonal cell is planned with a warning that names the key to change.
+    """
     try:
         run = validate_config(config)
     except ConfigError as e:
@@ -39,7 +40,8 @@ def model_params(wildcards, name=None):
 
 def dataset_dict(spec):
     """A dataset's spec as the model jobs see it: without its regression `targets`, which only
-    the regression rule reads (so declaring a target reruns no extraction or ablation)."""
+    the regression rule reads (so declaring a target reruns no extraction or ablation).
+    """
     d = asdict(spec)
     d.pop("targets")
     return d
@@ -79,7 +81,8 @@ def zoo_base_source(wildcards):
 
 def zoo_split_groups(wildcards):
     """The group column the run splits each family a zoo model trains on by: its dataset's, or
-    the family's own (so adding a dataset that keeps the default changes nothing here)."""
+    the family's own (so adding a dataset that keeps the default changes nothing here).
+    """
     from crossprobe.datasets import GROUP_COLUMN
     from crossprobe.zoo_spec import ZooSpec
 
