@@ -26,6 +26,7 @@ include: "workflow/rules/regression.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/correlate.smk"
+include: "workflow/rules/similarity.smk"
 include: "workflow/rules/plot.smk"
 
 

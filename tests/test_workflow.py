@@ -304,3 +304,29 @@ def test_regression_probes_predict_their_target(run):
     # One dataset carries the target: nothing to hold out, and the table says so by being empty.
     assert len(pd.read_csv(run / "results/tables/heldout.csv")) == 0
     assert (run / "results/figures/regression.png").stat().st_size > 10_000
+
+
+def test_probe_similarity_tables(run):
+    """Within each model every pair of probes at each layer (1 on the diagonal); across models
+    the carried direction against the target's own probe, whose same-probe cosine is the
+    transfer table's cosine baseline."""
+    w = pd.read_csv(run / "results/tables/similarity.csv")
+    assert set(w["model"]) == set(REDUCED["models"])
+    diag = w[w["probe_a"] == w["probe_b"]]
+    np.testing.assert_allclose(diag["cosine"], 1.0, atol=1e-9)
+    assert {"larger_than.diff/ridge", "parity/logreg"} <= set(w["probe_a"])
+    a = pd.read_csv(run / "results/tables/similarity_across.csv")
+    t = pd.read_csv(run / "results/tables/transfer.csv")
+    t = t[t["source"] != t["target"]]
+    row = t.iloc[0]
+    probe = f"{row.dataset}/{row.method}"
+    got = a[
+        (a.source == row.source)
+        & (a.target == row.target)
+        & (a.source_layer == row.source_layer)
+        & (a.target_layer == row.target_layer)
+        & (a.source_probe == probe)
+        & (a.target_probe == probe)
+    ]["cosine"]
+    assert got.iloc[0] == pytest.approx(row.cosine, abs=1e-5)
+    assert (run / "results/figures/similarity.png").stat().st_size > 10_000

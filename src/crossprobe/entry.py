@@ -911,8 +911,36 @@ def plot_transfer(smk: Any) -> None:
     plots.plot_answers(pd.read_csv(smk.input.answers), table, smk.output.answers)
 
 
+def similarity(smk: Any) -> None:
+    """Cosines between probe directions, within every model and across every ordered pair."""
+    from crossprobe.align import load_maps
+    from crossprobe.plots import plot_similarity
+    from crossprobe.probes import load_probes
+    from crossprobe.similarity import across_models, within_model
+
+    probes: dict[str, dict[str, Any]] = {m: {} for m in smk.params.models}
+    for path in smk.input.probes:
+        p = Path(path)
+        probes[p.parent.name][p.stem] = load_probes(p)
+    for folder in getattr(smk.input, "regression", []):
+        for p in sorted(Path(folder).glob("*.safetensors")):
+            probes[Path(folder).name][p.stem] = load_probes(p)
+    within = pd.concat([within_model(m, probes[m]) for m in smk.params.models], ignore_index=True)
+    across = [
+        across_models(s, t, probes[s], probes[t], load_maps(path))
+        for (s, t), path in zip(smk.params.pairs, smk.input.maps, strict=True)
+    ]
+    with atomic_path(smk.output.within) as tmp:
+        within.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(smk.output.across) as tmp:
+        table = pd.concat(across, ignore_index=True) if across else across_models("", "", {}, {}, {})
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    plot_similarity(within, smk.output.figure)
+
+
 ENTRY_POINTS.update(
     {
+        "similarity": similarity,
         "align": align,
         "ablate_self": ablate_self,
         "ablate_carried": ablate_carried,

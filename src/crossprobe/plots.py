@@ -279,3 +279,44 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     bx.set_title("Held one dataset out", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_similarity(within: pd.DataFrame, path: str | Path) -> None:
+    """Heatmaps of probe-against-probe cosine, one row of panels per model, one per layer."""
+    models = list(dict.fromkeys(within["model"]))
+    n_cols = max(within.groupby("model")["layer"].nunique().max(), 1)
+    labels = sorted(set(within["probe_a"]))
+    side = 0.45 * len(labels) + 2.0
+    fig, axes = plt.subplots(
+        len(models), n_cols, figsize=(side * n_cols, 0.85 * side * len(models)), squeeze=False
+    )
+    for i, model in enumerate(models):
+        sub = within[within["model"] == model]
+        layers = sorted(sub["layer"].unique())
+        for j in range(n_cols):
+            ax = axes[i, j]
+            if j >= len(layers):
+                ax.axis("off")
+                continue
+            grid = sub[sub["layer"] == layers[j]].pivot(
+                index="probe_a", columns="probe_b", values="cosine"
+            )
+            sns.heatmap(
+                grid,
+                ax=ax,
+                annot=len(grid) <= 8,
+                fmt=".2f",
+                vmin=-1,
+                vmax=1,
+                cmap="RdBu_r",
+                cbar=j == len(layers) - 1,
+                annot_kws={"size": 6},
+                square=True,
+            )
+            ax.set_title(f"{model}, layer {layers[j]}", fontsize=9)
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.tick_params(labelsize=6)
+    fig.suptitle("Cosine between probe directions (dataset/method)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)

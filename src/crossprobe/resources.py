@@ -48,6 +48,7 @@ CPU_RULES: tuple[str, ...] = (
     "answers_table",
     "regress",
     "regression_tables",
+    "similarity",
 )
 
 #: Upper bound on the rows of a built-in family (each generates about 2,000 rows).

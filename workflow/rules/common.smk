@@ -128,6 +128,7 @@ def all_outputs():
         "results/figures/answers.png",
         "results/probebench",
     ]
+    outputs += ["results/tables/similarity.csv", "results/figures/similarity.png"]
     if CFG.targets:
         outputs += ["results/tables/regression.csv", "results/tables/heldout.csv"]
         outputs += ["results/figures/regression.png"]

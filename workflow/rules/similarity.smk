@@ -1,0 +1,37 @@
+# Probe similarity: cosines between the probes of every pair of datasets within each model, and
+# between each source probe carried through the maps and the target's own probes. No model runs.
+
+
+def similarity_input(wildcards):
+    inputs = {
+        "probes": [probes_file(m, d) for m in CFG.models for d in CFG.datasets],
+        "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in CFG.pairs],
+    }
+    if CFG.targets:
+        inputs["regression"] = [f"results/regression/{m}" for m in CFG.models]
+    return inputs
+
+
+rule similarity:
+    input:
+        unpack(similarity_input),
+    output:
+        within="results/tables/similarity.csv",
+        across="results/tables/similarity_across.csv",
+        figure=report(
+            "results/figures/similarity.png",
+            caption="../report/similarity.rst",
+            category="Similarity",
+        ),
+        pdf="results/figures/similarity.pdf",
+    log:
+        "results/logs/similarity.log",
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("similarity"),
+    params:
+        models=list(CFG.models),
+        pairs=CFG.pairs,
+    script:
+        ENTRY
