@@ -932,8 +932,8 @@ def similarity(smk: Any) -> None:
     ]
     with atomic_path(smk.output.within) as tmp:
         within.to_csv(tmp, index=False, float_format="%.6g")
+    table = pd.concat(across, ignore_index=True) if across else across_models("", "", {}, {}, {})
     with atomic_path(smk.output.across) as tmp:
-        table = pd.concat(across, ignore_index=True) if across else across_models("", "", {}, {}, {})
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot_similarity(within, smk.output.figure)
 
