@@ -52,6 +52,9 @@ from crossprobe.models import (
 log = logging.getLogger(__name__)
 
 Scope = Literal["layer", "from_layer"]
+Edit = Literal["ablate", "add"]
+"""What each copy's vector does to the block output: ``ablate`` removes the component along the
+unit vector; ``add`` adds the vector as it is (steering)."""
 
 # Rows (directions × prompts) in one forward pass, as a multiple of the prompt batch size.
 ROWS_PER_BATCH_FACTOR = 8
@@ -71,7 +74,9 @@ def unit_directions(
     return torch.where(norm > 0, u / torch.where(norm > 0, norm, 1.0), torch.zeros_like(u))
 
 
-def _ablation_hook(u: Float[torch.Tensor, "k d"], keep: Bool[torch.Tensor, "b seq"] | None):
+def _ablation_hook(
+    u: Float[torch.Tensor, "k d"], keep: Bool[torch.Tensor, "b seq"] | None, edit: Edit = "ablate"
+):
     k, d = u.shape
     cache: dict[torch.device, torch.Tensor] = {}
     keep_on: dict[torch.device, torch.Tensor] = {}
@@ -87,7 +92,8 @@ def _ablation_hook(u: Float[torch.Tensor, "k d"], keep: Bool[torch.Tensor, "b se
             cache[x.device] = u.to(x.device)
             if keep is not None:
                 keep_on[x.device] = keep.to(x.device)
-        return replace_block_output(output, _ablate(x, cache[x.device], keep_on.get(x.device)))
+        new = _apply(edit, x, cache[x.device], keep_on.get(x.device))
+        return replace_block_output(output, new)
 
     return hook
 
@@ -112,6 +118,53 @@ def _ablate(
     return (x32 - proj.unsqueeze(-1) * u[:, None, None, :]).reshape(x.shape).to(x.dtype)
 
 
+def _steer(
+    x: Float[torch.Tensor, "kb seq d"],
+    v: Float[torch.Tensor, "k d"],
+    keep: Bool[torch.Tensor, "b seq"] | None = None,
+) -> Float[torch.Tensor, "kb seq d"]:
+    """Copy ``k`` of ``x`` plus ``v[k]`` (in float32), at the positions ``keep`` marks."""
+    k, d = v.shape
+    x32 = x.to(torch.float32).reshape(k, x.shape[0] // k, x.shape[1], d)
+    add = v[:, None, None, :].expand_as(x32)
+    if keep is not None:
+        if keep.shape != x32.shape[1:3]:
+            raise ValueError(
+                f"position mask of shape {tuple(keep.shape)} does not fit a batch of "
+                f"{tuple(x32.shape[1:3])} (prompts, positions)"
+            )
+        add = add * keep.to(add.dtype)[None, :, :, None]
+    return (x32 + add).reshape(x.shape).to(x.dtype)
+
+
+def _apply(
+    edit: Edit,
+    x: Float[torch.Tensor, "kb seq d"],
+    u: Float[torch.Tensor, "k d"],
+    keep: Bool[torch.Tensor, "b seq"] | None,
+) -> Float[torch.Tensor, "kb seq d"]:
+    if edit == "ablate":
+        return _ablate(x, u, keep)
+    if edit == "add":
+        return _steer(x, u, keep)
+    raise ValueError(f"unknown edit {edit!r}: use 'ablate' or 'add'")
+
+
+def _vectors(
+    directions: Float[np.ndarray, "k d"] | Float[torch.Tensor, "k d"], edit: Edit
+) -> Float[torch.Tensor, "k d"]:
+    """Unit rows for ``ablate``; the vectors as they are (float32) for ``add``."""
+    if edit == "ablate":
+        return unit_directions(directions)
+    v = torch.as_tensor(np.asarray(directions) if not torch.is_tensor(directions) else directions)
+    v = v.detach().to(device="cpu", dtype=torch.float32)
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise ValueError(f"vectors must be [k, d_model] with k >= 1, got shape {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"vectors of shape {tuple(v.shape)} contain NaN or inf")
+    return v
+
+
 @contextmanager
 def directional_ablation(
     model: PreTrainedModel,
@@ -120,6 +173,7 @@ def directional_ablation(
     *,
     scope: Scope = "layer",
     keep: Bool[torch.Tensor, "b seq"] | None = None,
+    edit: Edit = "ablate",
 ) -> Iterator[None]:
     """Ablate ``directions[k]`` from copy ``k`` of a ``[K·B, T, d]`` batch at block ``layer``.
 
@@ -138,7 +192,7 @@ def directional_ablation(
         chosen = list(blocks[int(layer) :])
     else:
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
-    hook = _ablation_hook(unit_directions(directions), keep)
+    hook = _ablation_hook(_vectors(directions, edit), keep, edit)
     with _first_forward_hooks((b, hook) for b in chosen):
         yield
 
@@ -456,6 +510,7 @@ def _replay(
     norm: torch.nn.Module | None,
     answers: tuple[int, int],
     keep: Bool[torch.Tensor, "b seq"] | None = None,
+    edit: Edit = "ablate",
 ) -> Float[torch.Tensor, "kb 2"]:
     """Last-token answer logits (float32) of the ``K``-fold batch, copy ``k`` ablated by ``u[k]``.
 
@@ -469,7 +524,7 @@ def _replay(
     k, b = u.shape[0], rec.x.shape[0]
     u = u.to(rec.x.device)
     keep = None if keep is None else keep.to(rec.x.device)
-    h = _ablate(rec.x.repeat(k, 1, 1), u, keep)
+    h = _apply(edit, rec.x.repeat(k, 1, 1), u, keep)
     memo: dict[int, Any] = {}
     for block, (args, kwargs) in zip(blocks[layer + 1 :], rec.calls, strict=True):
         args, kwargs = _with_hidden(
@@ -480,7 +535,7 @@ def _replay(
             u = u.to(h.device)
             keep = None if keep is None else keep.to(h.device)
         if scope == "from_layer":
-            h = _ablate(h, u, keep)
+            h = _apply(edit, h, u, keep)
     rows = torch.arange(h.shape[0], device=h.device)
     h = h[rows, last.to(h.device).repeat(k)].unsqueeze(1)
     if norm is not None:
@@ -589,6 +644,7 @@ def _unit_by_layer(
     directions: Mapping[int, Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"]],
     n_blocks: int,
     d_model: int,
+    edit: Edit = "ablate",
 ) -> dict[int, torch.Tensor]:
     if not directions:
         raise ValueError("no layers to ablate: give at least one {layer: directions}")
@@ -598,7 +654,7 @@ def _unit_by_layer(
             raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
         if not 0 <= layer < n_blocks:
             raise ValueError(f"layer {layer!r} is out of range for a model with {n_blocks} blocks")
-        u = unit_directions(dirs)
+        u = _vectors(dirs, edit)
         if u.shape[1] != d_model:
             raise ValueError(
                 f"directions of shape {tuple(u.shape)} do not fit the model's residual width "
@@ -622,6 +678,7 @@ def ablation_effects_by_layer(
     fanout: bool = True,
     progress: bool = False,
     desc: str = "",
+    edit: Edit = "ablate",
 ) -> LayerEffects:
     """:func:`ablation_effects` for the directions of several layers (``{layer: directions}``).
 
@@ -636,7 +693,7 @@ def ablation_effects_by_layer(
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
     if positions not in ("all", "skip_first"):
         raise ValueError(f"unknown positions {positions!r}: use 'all' or 'skip_first'")
-    units = _unit_by_layer(directions, len(decoder_blocks(model)), hidden_size(model.config))
+    units = _unit_by_layer(directions, len(decoder_blocks(model)), hidden_size(model.config), edit)
     layers = sorted(units)
     if clean is not None:
         clean = np.asarray(clean, dtype=np.float32)
@@ -707,7 +764,7 @@ def ablation_effects_by_layer(
                         if rec is not None:
                             try:
                                 logits = _replay(
-                                    model, layer, rec, last, uk, scope, norm, answers, keep
+                                    model, layer, rec, last, uk, scope, norm, answers, keep, edit
                                 )
                             except Exception as e:
                                 if _is_oom(e):
@@ -715,7 +772,9 @@ def ablation_effects_by_layer(
                                 fanout = _fall_back(model, f"{type(e).__name__}: {e}")
                                 rec = None
                         if logits is None:
-                            with directional_ablation(model, layer, uk, scope=scope, keep=keep):
+                            with directional_ablation(
+                                model, layer, uk, scope=scope, keep=keep, edit=edit
+                            ):
                                 logits = _last_logits(
                                     model, ids.repeat(kk + 1, 1), mask.repeat(kk + 1, 1), answers
                                 )
