@@ -369,7 +369,8 @@ def test_fanout_equals_full_forward_passes(arch_model, word_tok, scope, layer, c
         arch_model, word_tok, FANOUT_PROMPTS, answers, layer, d, fanout=False, **kw
     )
     assert fast.shape == (5, len(FANOUT_PROMPTS)) and fast.dtype == np.float32
-    assert np.all(fast[2] == 0.0)
+    # Exactly 0 on an AMD EPYC; on an Intel Xeon the BLAS rounds rows of one batch differently.
+    assert np.abs(fast[2]).max() <= 1e-5
     assert np.abs(slow).max() > 1e-3  # effects far above float rounding
     np.testing.assert_allclose(fast, slow, atol=1e-5)
 
