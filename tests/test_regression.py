@@ -76,12 +76,14 @@ def test_a_target_column_is_checked_before_any_job():
     df = pd.DataFrame(
         {"split": ["train"] * 25 + ["test"] * 25, "diff": list(range(25)) + [1.0] * 25}
     )
-    check_targets(df.assign(diff=range(50)), ("diff",), 20, source="datasets.x")
-    with pytest.raises(ConfigError, match=r"datasets.x.targets: column 'diff' is constant"):
-        check_targets(df, ("diff",), 20, source="datasets.x")
+    check_targets(df.assign(diff=range(50)), (("diff", "diff"),), 20, source="datasets.x")
+    with pytest.raises(ConfigError, match=r"datasets.x.targets.diff: column 'diff' is constant"):
+        check_targets(df, (("diff", "diff"),), 20, source="datasets.x")
     with pytest.raises(ConfigError, match="not in the table"):
-        check_targets(df, ("nope",), 20, source="datasets.x")
+        check_targets(df, (("nope", "nope"),), 20, source="datasets.x")
     with pytest.raises(ConfigError, match="regression.min_rows=30"):
-        check_targets(df.assign(diff=range(50)), ("diff",), 30, source="datasets.x")
+        check_targets(df.assign(diff=range(50)), (("diff", "diff"),), 30, source="datasets.x")
     with pytest.raises(ConfigError, match="not finite"):
-        check_targets(df.assign(diff=[np.nan] + list(range(49))), ("diff",), 20, source="d")
+        check_targets(
+            df.assign(diff=[np.nan] + list(range(49))), (("diff", "diff"),), 20, source="d"
+        )

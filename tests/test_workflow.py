@@ -52,8 +52,8 @@ REDUCED = {
         },
     },
     "datasets": {
-        "larger_than": {"builtin": "larger_than", "targets": ["diff"]},
-        "parity": {"builtin": "parity"},
+        "larger_than": {"builtin": "larger_than", "targets": {"diff": "diff", "number": "n1"}},
+        "parity": {"builtin": "parity", "targets": {"number": "n"}},
     },
     "layers": [0.0, 1.0],
     # Two trained models and a control give each trained target one source that counts (the
@@ -288,9 +288,13 @@ def test_regression_probes_predict_their_target(run):
 
     t = pd.read_csv(run / "results/tables/regression.csv")
     assert set(t["model"]) == set(REDUCED["models"])
-    assert (t["dataset"] == "larger_than").all() and (t["target"] == "diff").all()
-    assert t.groupby("model").size().min() == 2  # one row per stored layer
-    trained = t[t["model"] != "random"]
+    assert set(zip(t["dataset"], t["target"], strict=True)) == {
+        ("larger_than", "diff"),
+        ("larger_than", "number"),
+        ("parity", "number"),
+    }
+    assert (t.groupby("model").size() == 3 * 2).all()  # a row per probe and stored layer
+    trained = t[(t["model"] != "random") & (t["target"] == "diff")]
     assert trained["r2"].max() > 0.8
     df = pd.read_parquet(run / "results/datasets/larger_than.parquet")
     store = open_store(run / "results/activations/llama/larger_than.zarr")
@@ -299,10 +303,14 @@ def test_regression_probes_predict_their_target(run):
     for (method, layer), probe in probes.items():
         assert method == "ridge"
         got = r2(df["diff"].to_numpy(float)[test], probe.score(store.layer(layer, test)))
-        row = t[(t["model"] == "llama") & (t["layer"] == layer)].iloc[0]
-        assert got == pytest.approx(row["r2"], abs=1e-5)
-    # One dataset carries the target: nothing to hold out, and the table says so by being empty.
-    assert len(pd.read_csv(run / "results/tables/heldout.csv")) == 0
+        row = t[(t["model"] == "llama") & (t["layer"] == layer) & (t["target"] == "diff")]
+        assert got == pytest.approx(row["r2"].iloc[0], abs=1e-5)
+    # `number` is shared by two datasets: each is held out once per model and layer.
+    h = pd.read_csv(run / "results/tables/heldout.csv")
+    assert set(h["target"]) == {"number"} and set(h["scheme"]) == {"hold_one_out"}
+    assert (h.groupby(["model", "layer"]).size() == 2).all()
+    assert set(h["test_datasets"]) == {"larger_than", "parity"}
+    assert h[["r2", "r2_mean_adjusted", "pearson", "spearman"]].notna().all().all()
     assert (run / "results/figures/regression.png").stat().st_size > 10_000
 
 

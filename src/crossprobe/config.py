@@ -149,8 +149,8 @@ class DatasetSpec:
     """The template's text as it is, or as the user turn of each model's chat template."""
     system_prompt: str | None = None
     """System turn before each statement with the chat format."""
-    targets: tuple[str, ...] = ()
-    """Real-valued columns that regression probes predict."""
+    targets: tuple[tuple[str, str], ...] = ()
+    """(target name, column) of each real-valued column that regression probes predict."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class RunConfig:
     regression: RegressionOptions = field(default_factory=RegressionOptions)
 
     @property
-    def targets(self) -> dict[str, tuple[str, ...]]:
+    def targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
         """The regression targets of each dataset that has any."""
         return {n: d.targets for n, d in self.datasets.items() if d.targets}
 
@@ -472,8 +472,16 @@ def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
         group=group,
         prompt_format=entry["prompt_format"],
         system_prompt=entry["system_prompt"],
-        targets=tuple(entry["targets"]),
+        targets=_targets(entry["targets"]),
     )
+
+
+def _targets(entry: Any) -> tuple[tuple[str, str], ...]:
+    """``datasets.<name>.targets`` as (target name, column) pairs: a list names each target
+    after its column."""
+    if isinstance(entry, Mapping):
+        return tuple((str(k), str(v)) for k, v in entry.items())
+    return tuple((str(c), str(c)) for c in entry)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,15 +549,15 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
 
 
 def check_targets(
-    df: pd.DataFrame, targets: tuple[str, ...], min_rows: int, *, source: str
+    df: pd.DataFrame, targets: tuple[tuple[str, str], ...], min_rows: int, *, source: str
 ) -> None:
     """Each target is a column of finite numbers, non-constant with ``min_rows`` rows or more in
     `train` and in `test` (``ConfigError`` naming the column otherwise)."""
     import numpy as np
     import pandas as pd
 
-    for col in targets:
-        where = f"{source}.targets: column {col!r}"
+    for name, col in targets:
+        where = f"{source}.targets.{name}: column {col!r}"
         if col not in df.columns:
             raise ConfigError(f"{where} is not in the table (columns: {list(df.columns)})")
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)

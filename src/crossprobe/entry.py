@@ -407,13 +407,14 @@ def regress(smk: Any) -> None:
                 raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
             split = store.split()
             tr, te = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-            for target in smk.params.targets[name]:
-                y = df[target].to_numpy(np.float64)
+            for target, column in smk.params.targets[name]:
+                y = df[column].to_numpy(np.float64)
                 probes = []
                 for layer in store.layers:
                     xtr, xte = store.layer(layer, tr), store.layer(layer, te)
                     p = fit_ridge(xtr, y[tr], layer)
                     meta = {"model": model, "dataset": name, "target": target, "layer": layer}
+                    meta["column"] = column
                     probes.append(type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}}))
                     scores = regression_scores(y[te], p.score(xte), np.zeros(len(te)))
                     rows.append(

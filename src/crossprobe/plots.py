@@ -271,6 +271,9 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
                 bx.annotate(row["test_datasets"], (row["r2"], row["r2_mean_adjusted"]), fontsize=6)
         lo = float(min(one_out["r2"].min(), one_out["r2_mean_adjusted"].min(), 0.0))
         bx.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls=":")
+        if lo < -10:  # R² is unbounded below: a symmetric log axis keeps 0..1 readable
+            bx.set_xscale("symlog", linthresh=1.0)
+            bx.set_yscale("symlog", linthresh=1.0)
         bx.legend(fontsize=6, loc="best")
     else:
         bx.text(0.5, 0.5, "no target is shared by two datasets", ha="center", va="center")
@@ -318,5 +321,5 @@ def plot_similarity(within: pd.DataFrame, path: str | Path) -> None:
             ax.set_ylabel("")
             ax.tick_params(labelsize=6)
     fig.suptitle("Cosine between probe directions (dataset/method)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     save_figure(fig, path)

@@ -31,7 +31,16 @@ from crossprobe.probes import Probe, standard_scale
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 5, 19))
 
 SCORE_COLUMNS = ["n", "r2", "r2_mean_adjusted", "pearson", "spearman"]
-PROBE_COLUMNS = ["model", "dataset", "target", "layer", "alpha", "n_train", *SCORE_COLUMNS]
+PROBE_COLUMNS = [
+    "model",
+    "dataset",
+    "target",
+    "column",
+    "layer",
+    "alpha",
+    "n_train",
+    *SCORE_COLUMNS,
+]
 HELDOUT_COLUMNS = [
     "model",
     "target",
