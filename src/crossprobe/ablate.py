@@ -60,16 +60,24 @@ unit vector; ``add`` adds the vector as it is (steering)."""
 ROWS_PER_BATCH_FACTOR = 8
 
 
+def _float_rows(
+    rows: Float[np.ndarray, "k d"] | Float[torch.Tensor, "k d"], what: str = "directions"
+) -> Float[torch.Tensor, "k d"]:
+    """``rows`` as a finite float32 ``[k, d]`` tensor on the CPU (``ValueError`` otherwise)."""
+    u = torch.as_tensor(np.asarray(rows) if not torch.is_tensor(rows) else rows)
+    u = u.detach().to(device="cpu", dtype=torch.float32)
+    if u.ndim != 2 or u.shape[0] == 0:
+        raise ValueError(f"{what} must be [k, d_model] with k >= 1, got shape {tuple(u.shape)}")
+    if not bool(torch.isfinite(u).all()):
+        raise ValueError(f"{what} of shape {tuple(u.shape)} contain NaN or inf")
+    return u
+
+
 def unit_directions(
     directions: Float[np.ndarray, "k d"] | Float[torch.Tensor, "k d"],
 ) -> Float[torch.Tensor, "k d"]:
     """``directions`` as float32 unit rows; a zero row stays zero."""
-    u = torch.as_tensor(np.asarray(directions) if not torch.is_tensor(directions) else directions)
-    u = u.detach().to(device="cpu", dtype=torch.float32)
-    if u.ndim != 2 or u.shape[0] == 0:
-        raise ValueError(f"directions must be [k, d_model] with k >= 1, got shape {tuple(u.shape)}")
-    if not bool(torch.isfinite(u).all()):
-        raise ValueError(f"directions of shape {tuple(u.shape)} contain NaN or inf")
+    u = _float_rows(directions)
     norm = u.norm(dim=1, keepdim=True)
     return torch.where(norm > 0, u / torch.where(norm > 0, norm, 1.0), torch.zeros_like(u))
 
@@ -154,15 +162,7 @@ def _vectors(
     directions: Float[np.ndarray, "k d"] | Float[torch.Tensor, "k d"], edit: Edit
 ) -> Float[torch.Tensor, "k d"]:
     """Unit rows for ``ablate``; the vectors as they are (float32) for ``add``."""
-    if edit == "ablate":
-        return unit_directions(directions)
-    v = torch.as_tensor(np.asarray(directions) if not torch.is_tensor(directions) else directions)
-    v = v.detach().to(device="cpu", dtype=torch.float32)
-    if v.ndim != 2 or v.shape[0] == 0:
-        raise ValueError(f"vectors must be [k, d_model] with k >= 1, got shape {tuple(v.shape)}")
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError(f"vectors of shape {tuple(v.shape)} contain NaN or inf")
-    return v
+    return unit_directions(directions) if edit == "ablate" else _float_rows(directions, "vectors")
 
 
 @contextmanager
