@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 AGGREGATES = {"generalisation_table", "answers_table", "transfer_tables", "plot_transfer", "all"}
+#: One job over every model's probes and maps: it reruns when a probe or a map changes.
+PROBE_AGGREGATES = {"similarity"}
 
 
 def _zoo(arch: str, tokenizer: str, seed: int) -> dict:
@@ -146,7 +148,7 @@ def test_adding_a_model_runs_only_its_jobs(workdir):
             expected |= {_job(r, source=s, target=t) for r in ("align", "correlate")}
             expected.add(_job("ablate_carried", source=s, target=t))
     expected.add(_job("correlate", source=new, target=new))
-    expected |= {_job(r) for r in AGGREGATES}
+    expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
 
     assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
     _rerun_and_check(workdir, extra, paths)
@@ -172,7 +174,7 @@ def test_model_change_reruns_only_that_model(workdir):
     for s, t in ((other, changed), (changed, other)):
         expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried", "correlate")}
     expected.add(_job("correlate", source=changed, target=changed))
-    expected |= {_job(r) for r in AGGREGATES}
+    expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
     assert jobs == expected
 
 
@@ -190,7 +192,7 @@ def test_adding_a_dataset_keeps_existing_extraction_and_probes(workdir):
             expected.add(_job("correlate", source=s, target=t))
             if s != t:
                 expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried")}
-    expected |= {_job(r) for r in AGGREGATES}
+    expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
     assert jobs == expected
 
 
