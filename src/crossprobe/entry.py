@@ -372,11 +372,18 @@ def generalise(smk: Any) -> None:
     plot_generalisation(table, model, smk.output.figure)
 
 
+def _write_csv(path: str, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _concat_csv(paths: Any) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+
+
 def concat_tables(smk: Any) -> None:
     """Concatenate per-key CSV tables into one."""
-    frames = [pd.read_csv(p) for p in smk.input]
-    with atomic_path(smk.output[0]) as tmp:
-        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
+    _write_csv(smk.output[0], _concat_csv(smk.input))
 
 
 def regress(smk: Any) -> None:
@@ -407,47 +414,50 @@ def regress(smk: Any) -> None:
                 raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
             split = store.split()
             tr, te = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-            for target, column in smk.params.targets[name]:
-                y = df[column].to_numpy(np.float64)
-                probes = []
-                for layer in store.layers:
-                    xtr, xte = store.layer(layer, tr), store.layer(layer, te)
+            targets = smk.params.targets[name]
+            probes: dict[str, list[Any]] = {target: [] for target, _ in targets}
+            for layer in store.layers:  # each layer read once, for every target
+                xtr, xte = store.layer(layer, tr), store.layer(layer, te)
+                for target, column in targets:
+                    y = df[column].to_numpy(np.float64)
                     p = fit_ridge(xtr, y[tr], layer)
-                    meta = {"model": model, "dataset": name, "target": target, "layer": layer}
-                    meta["column"] = column
-                    probes.append(type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}}))
+                    meta = {
+                        "model": model,
+                        "dataset": name,
+                        "target": target,
+                        "column": column,
+                        "layer": layer,
+                    }
+                    probes[target].append(
+                        type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}})
+                    )
                     scores = regression_scores(y[te], p.score(xte), np.zeros(len(te)))
                     rows.append(
                         {**meta, "alpha": p.provenance["alpha"], "n_train": len(tr), **scores}
                     )
                     shared.setdefault((target, layer), {})[name] = (xtr, y[tr], xte, y[te])
                     log.info("%s.%s, layer %d: test R² %.3f", name, target, layer, scores["r2"])
+            for target, fitted in probes.items():
                 save_probes(
                     out / f"{name}.{target}.safetensors",
-                    probes,
+                    fitted,
                     {"model": model, "dataset": name, "target": target, "method": "ridge"},
                 )
     held: list[dict[str, object]] = []
     for (target, layer), data in sorted(shared.items()):
         held += heldout_rows(model, target, layer, data, train_k=smk.params.train_k)
-    with atomic_path(smk.output.table) as tmp:
-        pd.DataFrame(rows, columns=PROBE_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
-    with atomic_path(smk.output.heldout) as tmp:
-        heldout_table(held).to_csv(tmp, index=False, float_format="%.6g")
+    _write_csv(smk.output.table, pd.DataFrame(rows, columns=PROBE_COLUMNS))
+    _write_csv(smk.output.heldout, heldout_table(held))
 
 
 def regression_tables(smk: Any) -> None:
     """regression.csv and heldout.csv over every model, and the study's figure."""
     from crossprobe.plots import plot_regression
 
-    tables = {}
-    for key in ("tables", "heldout"):
-        frames = [pd.read_csv(p) for p in smk.input[key]]
-        tables[key] = pd.concat(frames, ignore_index=True)
-    for key, out in (("tables", smk.output.table), ("heldout", smk.output.heldout)):
-        with atomic_path(out) as tmp:
-            tables[key].to_csv(tmp, index=False, float_format="%.6g")
-    plot_regression(tables["tables"], tables["heldout"], smk.output.figure)
+    table, heldout = _concat_csv(smk.input.tables), _concat_csv(smk.input.heldout)
+    _write_csv(smk.output.table, table)
+    _write_csv(smk.output.heldout, heldout)
+    plot_regression(table, heldout, smk.output.figure)
 
 
 ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
@@ -931,11 +941,9 @@ def similarity(smk: Any) -> None:
         across_models(s, t, probes[s], probes[t], load_maps(path))
         for (s, t), path in zip(smk.params.pairs, smk.input.maps, strict=True)
     ]
-    with atomic_path(smk.output.within) as tmp:
-        within.to_csv(tmp, index=False, float_format="%.6g")
+    _write_csv(smk.output.within, within)
     table = pd.concat(across, ignore_index=True) if across else across_models("", "", {}, {}, {})
-    with atomic_path(smk.output.across) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    _write_csv(smk.output.across, table)
     plot_similarity(within, smk.output.figure)
 
 
