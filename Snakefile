@@ -1,5 +1,6 @@
 # crossprobe: does a linear probe found in one language model mean the same thing in another?
-# extract -> train -> generalise; regress (ridge on real-valued targets); align -> ablate -> correlate -> plot.  See README.md.
+# extract -> train -> generalise; rate -> regress (ridge on real-valued targets); align -> ablate ->
+# correlate -> plot; steer (dose-response, within and across models).  See README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -22,11 +23,13 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generalise.smk"
+include: "workflow/rules/rating.smk"
 include: "workflow/rules/regression.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/correlate.smk"
 include: "workflow/rules/similarity.smk"
+include: "workflow/rules/steer.smk"
 include: "workflow/rules/plot.smk"
 
 

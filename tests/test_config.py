@@ -226,3 +226,34 @@ def test_group_column_of_a_file_is_checked(default, tmp_path):
     df.to_csv(path, index=False)
     cfg["datasets"]["items"]["group"] = "item"
     check(cfg, "datasets.items.group", "empty")
+
+
+def test_steering_doses_need_the_zero_dose(default):
+    default["steering"] = {"alphas": [-1.0, 1.0]}
+    check(default, "steering.alphas", "add 0.0")
+    default["steering"] = {"alphas": [0.0]}
+    check(default, "steering.alphas")
+    default["steering"] = {"alphas": [0.0, 1.0], "prompts": 10}
+    run = validate_config(default)
+    assert run.steering.alphas == (0.0, 1.0) and run.steering.prompts == 10
+
+
+def test_self_rating_adds_a_target_and_its_digits_are_checked_per_model(default):
+    # The word-level zoo tokenizers have no digit tokens; a byte-level BPE has every digit.
+    default["datasets"]["parity"]["rating"] = {}
+    msg = check(default, "models.zoo-llama on datasets.parity.rating", "not single tokens")
+    assert "zoo-gpt2 on" not in msg and "zoo-qwen3 on" not in msg  # BPE zoo models pass
+    for name in ("zoo-llama", "zoo-gpt2-word", "zoo-random"):
+        del default["models"][name]
+    default["transfer"]["min_sources"] = 1
+    run = validate_config(default)
+    assert run.rated == ["parity"]
+    assert run.targets["parity"] == (("number", "n"), ("self_rating", "self_rating"))
+    assert run.datasets["parity"].rating_spec.values == tuple(range(1, 10))
+    default["datasets"]["parity"]["rating"] = {"low": 5, "high": 3}
+    check(default, "datasets.parity.rating", "low < high")
+    default["datasets"]["parity"]["rating"] = {"template": "Rate it:"}
+    check(default, "datasets.parity.rating", "{statement}")
+    default["datasets"]["parity"]["rating"] = {}
+    default["datasets"]["parity"]["targets"] = {"self_rating": "n"}
+    check(default, "datasets.parity.targets", "the rating's own target")

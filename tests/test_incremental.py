@@ -25,7 +25,14 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-AGGREGATES = {"generalisation_table", "answers_table", "transfer_tables", "plot_transfer", "all"}
+AGGREGATES = {
+    "generalisation_table",
+    "answers_table",
+    "transfer_tables",
+    "plot_transfer",
+    "steering_tables",
+    "all",
+}
 #: One job over every model's probes and maps: it reruns when a probe or a map changes.
 PROBE_AGGREGATES = {"similarity"}
 
@@ -38,8 +45,12 @@ BASE = {
     "models": {"a": _zoo("llama", "word", 1), "b": _zoo("gpt2", "bpe", 2)},
     "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
     "transfer": {"min_prompts": 50, "bootstrap": 100, "null_directions": 2},
+    "steering": {"alphas": [-0.5, 0.0, 0.5], "null_directions": 2, "prompts": 16},
 }
 MODELS, DATASETS = list(BASE["models"]), list(BASE["datasets"])
+#: Jobs per (model, dataset), and per ordered pair, that run a model.
+MODEL_DATASET_RULES = ("extract", "train", "ablate_self", "steer_self")
+CARRIED_RULES = ("ablate_carried", "steer_carried")
 
 Job = tuple[str, frozenset]
 
@@ -142,11 +153,11 @@ def test_adding_a_model_runs_only_its_jobs(workdir):
     new, old = "c", MODELS
     expected = {_job("zoo", model=new), _job("generalise", model=new)}
     for d in DATASETS:
-        expected |= {_job(r, model=new, dataset=d) for r in ("extract", "train", "ablate_self")}
+        expected |= {_job(r, model=new, dataset=d) for r in MODEL_DATASET_RULES}
     for m in old:
         for s, t in ((m, new), (new, m)):
             expected |= {_job(r, source=s, target=t) for r in ("align", "correlate")}
-            expected.add(_job("ablate_carried", source=s, target=t))
+            expected |= {_job(r, source=s, target=t) for r in CARRIED_RULES}
     expected.add(_job("correlate", source=new, target=new))
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
 
@@ -158,7 +169,7 @@ def test_bootstrap_change_reruns_only_correlate_and_aggregates(workdir):
     extra = _write(workdir / "bootstrap.yaml", {"transfer": {"bootstrap": 200}})
     jobs, paths = _plan(workdir, extra)
     expected = {_job("correlate", source=s, target=t) for s in MODELS for t in MODELS}
-    expected |= {_job(r) for r in ("transfer_tables", "plot_transfer", "all")}
+    expected |= {_job(r) for r in ("transfer_tables", "plot_transfer", "steering_tables", "all")}
     assert jobs == expected
     _rerun_and_check(workdir, extra, paths)
 
@@ -170,9 +181,9 @@ def test_model_change_reruns_only_that_model(workdir):
     changed, other = "b", "a"
     expected = {_job("zoo", model=changed), _job("generalise", model=changed)}
     for d in DATASETS:
-        expected |= {_job(r, model=changed, dataset=d) for r in ("extract", "train", "ablate_self")}
+        expected |= {_job(r, model=changed, dataset=d) for r in MODEL_DATASET_RULES}
     for s, t in ((other, changed), (changed, other)):
-        expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried", "correlate")}
+        expected |= {_job(r, source=s, target=t) for r in ("align", "correlate", *CARRIED_RULES)}
     expected.add(_job("correlate", source=changed, target=changed))
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
     assert jobs == expected
@@ -185,27 +196,41 @@ def test_adding_a_dataset_keeps_existing_extraction_and_probes(workdir):
     new = "category"
     expected = {_job("dataset", dataset=new)}
     for m in MODELS:
-        expected |= {_job(r, model=m, dataset=new) for r in ("extract", "train", "ablate_self")}
+        expected |= {_job(r, model=m, dataset=new) for r in MODEL_DATASET_RULES}
         expected.add(_job("generalise", model=m))
     for s in MODELS:
         for t in MODELS:
             expected.add(_job("correlate", source=s, target=t))
             if s != t:
-                expected |= {_job(r, source=s, target=t) for r in ("align", "ablate_carried")}
+                expected |= {_job(r, source=s, target=t) for r in ("align", *CARRIED_RULES)}
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
     assert jobs == expected
 
 
 def test_ablated_positions_rerun_the_ablations_only(workdir):
-    """`transfer.positions` decides what an ablation touches; with `position: last` nothing read
-    for probes depends on it, so extraction, probes and maps stay."""
+    """`transfer.positions` decides what an ablation (and a steering vector) touches; with
+    `position: last` nothing read for probes depends on it, so extraction, probes and maps stay."""
     extra = _write(workdir / "positions.yaml", {"transfer": {"positions": "all"}})
     jobs, _ = _plan(workdir, extra)
-    expected = {_job("ablate_self", model=m, dataset=d) for m in MODELS for d in DATASETS}
+    expected = {
+        _job(r, model=m, dataset=d)
+        for m in MODELS
+        for d in DATASETS
+        for r in ("ablate_self", "steer_self")
+    }
     for s in MODELS:
         for t in MODELS:
             expected.add(_job("correlate", source=s, target=t))
             if s != t:
-                expected.add(_job("ablate_carried", source=s, target=t))
+                expected |= {_job(r, source=s, target=t) for r in CARRIED_RULES}
     expected |= {_job(r) for r in AGGREGATES - {"generalisation_table"}}
+    assert jobs == expected
+
+
+def test_steering_doses_rerun_only_the_steering(workdir):
+    extra = _write(workdir / "doses.yaml", {"steering": {"alphas": [-1.0, 0.0, 1.0]}})
+    jobs, _ = _plan(workdir, extra)
+    expected = {_job("steer_self", model=m, dataset=d) for m in MODELS for d in DATASETS}
+    expected |= {_job("steer_carried", source=s, target=t) for s in MODELS for t in MODELS if s != t}
+    expected |= {_job("steering_tables"), _job("all")}
     assert jobs == expected

@@ -49,7 +49,8 @@ def run(tmp_path_factory) -> Path:
             "smollm2": {"gguf": f"gguf/{SMOLLM2}"},
             "gemma3": {"gguf": f"gguf/{GEMMA3}"},
         },
-        "datasets": {"cities": {"path": "cities.csv"}},
+        # The model rates each statement itself: the regression target `self_rating`.
+        "datasets": {"cities": {"path": "cities.csv", "rating": {}}},
         "layers": [0.5, 1.0],
         "transfer": {
             "null_directions": 2,
@@ -58,6 +59,7 @@ def run(tmp_path_factory) -> Path:
             "allow_unscored": True,
             "min_sources": 1,
         },
+        "steering": {"alphas": [-0.5, 0.0, 0.5], "null_directions": 2, "prompts": 12},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(work)
@@ -163,3 +165,37 @@ def test_chat_prompts_and_their_checks_on_the_real_tokenizers(run):
         enc["input_ids"], enc["attention_mask"], special_token_ids(gemma), "skip_first"
     )
     assert not keep[0, 0] and keep[0, 1:].all()
+
+
+def test_self_ratings_from_the_models_own_digits(run):
+    """Both tokenizers split " 7" into a space and "7": the rating prompt ends with the space and
+    the bare digits are read. Each row's expected rating lies on the scale, the digits hold
+    most of the probability, and the ridge probe of `self_rating` is in the regression table."""
+    from crossprobe.models import load_tokenizer
+
+    df = pd.read_parquet(run / "results/datasets/cities.parquet")
+    for model in ("smollm2", "gemma3"):
+        r = pd.read_parquet(run / f"results/ratings/{model}/cities.parquet")
+        assert r["row_hash"].tolist() == df["row_hash"].tolist()
+        assert r["rating"].between(1, 9).all() and r["rating"].std() > 0
+        assert r["digit_mass"].between(0, 1).all()
+        log = (run / f"results/logs/rate/{model}/cities.log").read_text()
+        assert "how true is this? Answer: '" in log and "['1', '2'" in log
+        tok = load_tokenizer(str(run / f"results/models/{model}"))
+        assert len(tok.encode(" 7", add_special_tokens=False)) == 2
+    t = pd.read_csv(run / "results/tables/regression.csv")
+    rated = t[t["target"] == "self_rating"]
+    assert set(rated["model"]) == {"smollm2", "gemma3"} and rated["r2"].notna().all()
+
+
+def test_steering_on_real_models(run):
+    """Margin and rating responses for every probe (the ridge probe of the self-rating too),
+    with the zero dose changing nothing."""
+    t = pd.read_csv(run / "results/tables/steering.csv")
+    assert set(t["response"]) == {"margin", "rating"}
+    assert set(t["probe"]) == {"dim", "logreg", "ridge:self_rating"}
+    # Zero, or float32 rounding where a CPU's matrix products round batch rows differently.
+    assert (t["zero_dose_max"] < 1e-4).all()
+    c = pd.read_csv(run / "results/tables/steering_carried.csv")
+    assert set(zip(c.source, c.target, strict=True)) == {("smollm2", "gemma3"), ("gemma3", "smollm2")}
+    assert np.isfinite(c["slope_target"]).all()

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 PROFILE = REPO / "profiles" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-GPU_RULES = {"zoo", "extract", "ablate_self", "ablate_carried"}
+GPU_RULES = {"zoo", "extract", "ablate_self", "ablate_carried", "steer_self", "steer_carried"}
 #: Wall-clock bound of the SLURM run (the process is killed, never left hanging on sacct).
 SLURM_TIMEOUT_S = int(os.environ.get("CROSSPROBE_SLURM_TIMEOUT", "1500"))
 
@@ -39,6 +39,7 @@ CONFIG = {
     },
     "datasets": {"larger_than": {"builtin": "larger_than"}, "parity": {"builtin": "parity"}},
     "transfer": {"min_prompts": 50, "bootstrap": 100, "null_directions": 2},
+    "steering": {"alphas": [-0.5, 0.0, 0.5], "null_directions": 2, "prompts": 16},
 }
 
 

@@ -59,6 +59,7 @@ REDUCED = {
     # Two trained models and a control give each trained target one source that counts (the
     # control never does): score those cells (the default asks for three).
     "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200, "min_sources": 1},
+    "steering": {"alphas": [-0.5, -0.25, 0.0, 0.25, 0.5], "null_directions": 4, "prompts": 48},
 }
 
 
@@ -338,3 +339,43 @@ def test_probe_similarity_tables(run):
     ]["cosine"]
     assert got.iloc[0] == pytest.approx(row.cosine, abs=1e-5)
     assert (run / "results/figures/similarity.png").stat().st_size > 10_000
+
+
+def test_steering_tables(run):
+    """Every probe of every model steered at each layer: planted-free invariants (the zero dose
+    changes nothing, exactly; slopes recomputable from the per-prompt responses) and the
+    carried table beside Pearson_CE of the same cells."""
+    from crossprobe.steer import prompt_slopes
+
+    t = pd.read_csv(run / "results/tables/steering.csv")
+    assert set(t["model"]) == set(REDUCED["models"])
+    probes = {"dim", "logreg", "ridge:diff", "ridge:number"}
+    assert set(t["probe"]) == probes and set(t["response"]) == {"margin"}
+    # a row per (model, dataset, probe, layer): larger_than has 4 probes, parity 3
+    assert (t.groupby("model").size() == (4 + 3) * 2).all()
+    assert (t["n"] == 48).all()
+    # The zero dose changes nothing: exactly, or within float32 rounding on CPUs whose matrix
+    # products round the rows of a batch differently.
+    assert (t["zero_dose_max"] < 1e-5).all()
+    assert t[["slope", "ci_low", "ci_high", "p_value", "null_p95", "p_null"]].notna().all().all()
+    assert (t["ci_low"] <= t["slope"]).all() and (t["slope"] <= t["ci_high"]).all()
+    long = pd.read_parquet(run / "results/steering/llama/larger_than/self.parquet")
+    row = t[(t.model == "llama") & (t.dataset == "larger_than") & (t.probe == "dim")].iloc[0]
+    one = long[(long.probe == "dim") & (long.layer == row.layer) & (long.response == "margin")]
+    wide = one.pivot(index="row_hash", columns="alpha", values="delta")
+    slope = prompt_slopes(wide.columns.to_numpy(), wide.to_numpy().T).mean()
+    assert slope == pytest.approx(row.slope, rel=1e-5)
+    assert set(long[long.kind == "null"]["probe"]) == {f"null:{j}" for j in range(4)}
+
+    c = pd.read_csv(run / "results/tables/steering_carried.csv")
+    pairs = {(s, t) for s in REDUCED["models"] for t in REDUCED["models"] if s != t}
+    assert set(zip(c["source"], c["target"], strict=True)) == pairs
+    margin = c[c.probe.isin(["dim", "logreg"])]
+    assert margin["pearson_ce"].notna().all()
+    assert c[c.probe.str.startswith("ridge:")]["pearson_ce"].isna().all()
+    ok = c["slope_source"] != 0
+    np.testing.assert_allclose(
+        c.loc[ok, "slope_ratio"], c.loc[ok, "slope_target"] / c.loc[ok, "slope_source"], rtol=1e-5
+    )
+    for name in ("steering.png", "steering_carried.png"):
+        assert (run / "results/figures" / name).stat().st_size > 10_000

@@ -52,6 +52,9 @@ from crossprobe.models import (
 log = logging.getLogger(__name__)
 
 Scope = Literal["layer", "from_layer"]
+Readout = Callable[[torch.Tensor], torch.Tensor]
+"""What is read from the answer logits ``[rows, k]`` (float32): one number per row. Without
+one, the margin ``logit(pos) − logit(neg)`` of a (positive, negative) pair."""
 Edit = Literal["ablate", "add"]
 """What each copy's vector does to the block output: ``ablate`` removes the component along the
 unit vector; ``add`` adds the vector as it is (steering)."""
@@ -261,7 +264,7 @@ def _encode(
 
 
 def answer_logits(
-    head: torch.nn.Module, h: Float[torch.Tensor, "*rows d"], answers: tuple[int, int]
+    head: torch.nn.Module, h: Float[torch.Tensor, "*rows d"], answers: tuple[int, ...]
 ) -> Float[torch.Tensor, "*rows 2"]:
     """The logits of the two answers (positive, negative) for hidden states ``h``, in float32.
 
@@ -282,9 +285,10 @@ def _last_logits(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    answers: tuple[int, int],
-) -> Float[torch.Tensor, "batch 2"]:
-    """The two answer logits at each row's last prompt token (from the mask), in float32.
+    answers: tuple[int, ...] | None,
+) -> Float[torch.Tensor, "batch k"]:
+    """The answer logits at each row's last prompt token (from the mask), in float32; with
+    ``answers`` None, the whole vocabulary's.
 
     The output head sees only the last-position hidden states and its output is replaced by the
     two answer logits (:func:`answer_logits`) before the model's own post-processing (e.g. a
@@ -295,7 +299,7 @@ def _last_logits(
     if head is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         at = logits[torch.arange(len(last), device=logits.device), last.to(logits.device)]
-        return at[:, list(answers)].to(torch.float32)
+        return (at if answers is None else at[:, list(answers)]).to(torch.float32)
 
     def gather_last(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         h = args[0]
@@ -308,6 +312,8 @@ def _last_logits(
         return (h[torch.arange(h.shape[0], device=h.device), idx].unsqueeze(1), *args[1:])
 
     def two_answers(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> torch.Tensor:
+        if answers is None:
+            return output.to(torch.float32)
         return answer_logits(module, args[0], answers)
 
     handles = [
@@ -329,17 +335,21 @@ def _rows(module: torch.nn.Module) -> int:
     return int(weight.shape[0])
 
 
-def _check_answers(model: PreTrainedModel, answer_ids: tuple[int, int]) -> tuple[int, int]:
-    if len(answer_ids) != 2:
+def _check_answers(
+    model: PreTrainedModel, answer_ids: Sequence[int], readout: Readout | None = None
+) -> tuple[int, ...]:
+    """The answer token ids: a (positive, negative) pair for the margin, or with a ``readout``
+    any two or more tokens (a rating's digits), each inside the model's vocabulary."""
+    if (len(answer_ids) != 2 and readout is None) or len(answer_ids) < 2:
         raise ValueError(f"answer_ids must be a (positive, negative) pair, got {answer_ids!r}")
     vocab = _rows(model.get_input_embeddings())
     head = model.get_output_embeddings()
     if head is not None and isinstance(getattr(head, "weight", None), torch.Tensor):
         vocab = _rows(head)
-    pos, neg = (int(a) for a in answer_ids)
-    if not (0 <= pos < vocab and 0 <= neg < vocab):
+    ids = tuple(int(a) for a in answer_ids)
+    if not all(0 <= a < vocab for a in ids):
         raise ValueError(f"answer ids {answer_ids!r} are outside the vocabulary of size {vocab}")
-    return pos, neg
+    return ids
 
 
 def _check_prompts(prompts: Sequence[str], batch_size: int) -> list[str]:
@@ -354,19 +364,38 @@ def token_margins(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
-    answer_ids: tuple[int, int],
+    answer_ids: tuple[int, ...],
     *,
     batch_size: int = 32,
+    readout: Readout | None = None,
 ) -> Float[np.ndarray, " prompt"]:
-    """Clean margin ``logit(pos) − logit(neg)`` at each prompt's last token, float32."""
+    """Clean margin ``logit(pos) − logit(neg)`` at each prompt's last token (or ``readout`` of
+    the answer logits), float32."""
     prompts = _check_prompts(prompts, batch_size)
-    answers = _check_answers(model, answer_ids)
+    answers = _check_answers(model, answer_ids, readout)
     out = np.empty(len(prompts), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
-            out[start : start + len(ids)] = _margins(_last_logits(model, ids, mask, answers))
+            logits = _last_logits(model, ids, mask, answers)
+            out[start : start + len(ids)] = _margins(logits, readout)
     return out
+
+
+def last_token_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 32,
+) -> Iterator[Float[torch.Tensor, "batch vocab"]]:
+    """The whole vocabulary's logits (float32) at each prompt's last token, batch by batch,
+    after the model's own post-processing (e.g. a logit soft-cap)."""
+    prompts = _check_prompts(prompts, batch_size)
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = _encode(tokenizer, prompts[start : start + batch_size], model.device)
+            yield _last_logits(model, ids, mask, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +445,7 @@ def _clean_passes(
     layers: Sequence[int],
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    answers: tuple[int, int],
+    answers: tuple[int, ...],
 ) -> dict[int, _CleanPass]:
     """Run the model once, recording the output of each block in ``layers`` and the inputs of
     every block after the shallowest of them: one clean pass serves the fan-out of every layer.
@@ -508,7 +537,7 @@ def _replay(
     u: Float[torch.Tensor, "k d"],
     scope: Scope,
     norm: torch.nn.Module | None,
-    answers: tuple[int, int],
+    answers: tuple[int, ...],
     keep: Bool[torch.Tensor, "b seq"] | None = None,
     edit: Edit = "ablate",
 ) -> Float[torch.Tensor, "kb 2"]:
@@ -553,7 +582,7 @@ def _replay_matches(
     rec: _CleanPass,
     last: torch.Tensor,
     norm: torch.nn.Module | None,
-    answers: tuple[int, int],
+    answers: tuple[int, ...],
 ) -> str | None:
     """``None`` if an unablated two-fold replay gives the clean logits, else why not."""
     zero = torch.zeros(2, rec.x.shape[-1], dtype=torch.float32)
@@ -576,8 +605,13 @@ def _replay_matches(
 # Effects
 
 
-def _margins(logits: Float[torch.Tensor, "rows 2"]) -> Float[np.ndarray, " rows"]:
-    """Margins from answer logits (positive, negative), float32."""
+def _margins(
+    logits: Float[torch.Tensor, "rows k"], readout: Readout | None = None
+) -> Float[np.ndarray, " rows"]:
+    """Margins from answer logits (positive, negative), or ``readout`` of the answer logits,
+    float32."""
+    if readout is not None:
+        return readout(logits.to(torch.float32)).to(torch.float32).cpu().numpy()
     return (logits[:, 0] - logits[:, 1]).to(torch.float32).cpu().numpy()
 
 
@@ -668,7 +702,7 @@ def ablation_effects_by_layer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
-    answer_ids: tuple[int, int],
+    answer_ids: tuple[int, ...],
     directions: Mapping[int, Float[np.ndarray, "k d_model"] | Float[torch.Tensor, "k d_model"]],
     *,
     scope: Scope = "layer",
@@ -679,16 +713,19 @@ def ablation_effects_by_layer(
     progress: bool = False,
     desc: str = "",
     edit: Edit = "ablate",
+    readout: Readout | None = None,
 ) -> LayerEffects:
     """:func:`ablation_effects` for the directions of several layers (``{layer: directions}``).
 
     With ``fanout``, each prompt batch runs through the model once: that clean pass records
     every ablated block's output and the inputs of every later block, gives the clean margins
     (unless ``clean`` is given), and each layer's directions are replayed from it. Per layer,
-    the effects are those :func:`ablation_effects` gives for that layer alone.
+    the effects are those :func:`ablation_effects` gives for that layer alone. ``readout``
+    replaces the margin by another number read from the logits of ``answer_ids`` (then any two
+    or more tokens): the effects and ``clean`` are then that number's change and clean value.
     """
     prompts = _check_prompts(prompts, batch_size)
-    answers = _check_answers(model, answer_ids)
+    answers = _check_answers(model, answer_ids, readout)
     if scope not in ("layer", "from_layer"):
         raise ValueError(f"unknown ablation scope {scope!r}: use 'layer' or 'from_layer'")
     if positions not in ("all", "skip_first"):
@@ -745,7 +782,7 @@ def ablation_effects_by_layer(
                         if recs is not None
                         else _last_logits(model, ids, mask, answers)
                     )
-                    clean_out[sl] = _margins(clean_logits)
+                    clean_out[sl] = _margins(clean_logits, readout)
                 for layer in layers:
                     u_layer = units[layer]
                     k_total = u_layer.shape[0]
@@ -778,7 +815,7 @@ def ablation_effects_by_layer(
                                 logits = _last_logits(
                                     model, ids.repeat(kk + 1, 1), mask.repeat(kk + 1, 1), answers
                                 )
-                        m = _margins(logits).reshape(kk + 1, n)
+                        m = _margins(logits, readout).reshape(kk + 1, n)
                         effects[layer][k0 : k0 + kk, sl] = m[1:] - m[:1]
             except Exception as e:
                 if not _is_oom(e) or batch_size <= 1:

@@ -151,6 +151,15 @@ class DatasetSpec:
     """System turn before each statement with the chat format."""
     targets: tuple[tuple[str, str], ...] = ()
     """(target name, column) of each real-valued column that regression probes predict."""
+    rating: Mapping[str, Any] | None = None
+    """The self-rating prompt and scale (``crossprobe.rating.RatingSpec``), or None."""
+
+    @property
+    def rating_spec(self) -> Any:
+        """The :class:`crossprobe.rating.RatingSpec`, or None."""
+        from crossprobe.rating import RatingSpec
+
+        return RatingSpec.from_dict(dict(self.rating) if self.rating is not None else None)
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,26 @@ class RegressionOptions:
 
 
 @dataclass(frozen=True)
+class SteeringOptions:
+    """Steering dose-response within and across models."""
+
+    enabled: bool = True
+    alphas: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
+    """Doses in units of the layer's typical residual norm; 0 is among them."""
+    null_directions: int = 8
+    prompts: int = 64
+
+    def __post_init__(self) -> None:
+        if 0.0 not in self.alphas:
+            raise ConfigError(
+                f"steering.alphas {list(self.alphas)} lacks 0: the zero dose is the exact "
+                "no-change check; add 0.0"
+            )
+        if len(set(self.alphas)) < 2:
+            raise ConfigError("steering.alphas: give at least two distinct doses")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated configuration of one run."""
 
@@ -193,11 +222,24 @@ class RunConfig:
     splits: dict[str, float]
     transfer: TransferOptions = field(default_factory=TransferOptions)
     regression: RegressionOptions = field(default_factory=RegressionOptions)
+    steering: SteeringOptions = field(default_factory=SteeringOptions)
 
     @property
     def targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
-        """The regression targets of each dataset that has any."""
-        return {n: d.targets for n, d in self.datasets.items() if d.targets}
+        """The regression targets of each dataset that has any (its ``self_rating`` too)."""
+        from crossprobe.rating import TARGET
+
+        out = {}
+        for n, d in self.datasets.items():
+            rated = ((TARGET, TARGET),) if d.rating is not None else ()
+            if d.targets or rated:
+                out[n] = (*d.targets, *rated)
+        return out
+
+    @property
+    def rated(self) -> list[str]:
+        """The datasets with a self-rating."""
+        return [n for n, d in self.datasets.items() if d.rating is not None]
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -313,7 +355,9 @@ def validate_config(
         for name, entry in top["models"].items()
     }
     datasets = {
-        name: _dataset_spec(name, _with_defaults(entry, dataset_schema))
+        name: _dataset_spec(
+            name, _with_defaults(entry, dataset_schema), dataset_schema["properties"]["rating"]
+        )
         for name, entry in top["datasets"].items()
     }
     splits = _with_defaults(top["splits"], props["splits"])
@@ -324,6 +368,13 @@ def validate_config(
     transfer = TransferOptions(**_with_defaults(top["transfer"], props["transfer"]))
     reg = _with_defaults(top["regression"], props["regression"])
     regression = RegressionOptions(train_k=tuple(reg["train_k"]), min_rows=int(reg["min_rows"]))
+    st = _with_defaults(top["steering"], props["steering"])
+    steering = SteeringOptions(
+        enabled=bool(st["enabled"]),
+        alphas=tuple(float(a) for a in st["alphas"]),
+        null_directions=int(st["null_directions"]),
+        prompts=int(st["prompts"]),
+    )
     run = RunConfig(
         models=models,
         datasets=datasets,
@@ -334,6 +385,7 @@ def validate_config(
         splits={k: float(splits[k]) for k in ("train", "align", "test")},
         transfer=transfer,
         regression=regression,
+        steering=steering,
     )
     if inputs:
         check_inputs(run)
@@ -431,7 +483,9 @@ def _check_gguf_path(name: str, path: str | None, gguf: str) -> None:
         )
 
 
-def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
+def _dataset_spec(
+    name: str, entry: Mapping[str, Any], rating_schema: Mapping[str, Any] | None = None
+) -> DatasetSpec:
     from crossprobe.datasets import FAMILIES
 
     builtin = entry.get("builtin")
@@ -473,7 +527,26 @@ def _dataset_spec(name: str, entry: Mapping[str, Any]) -> DatasetSpec:
         prompt_format=entry["prompt_format"],
         system_prompt=entry["system_prompt"],
         targets=_targets(entry["targets"]),
+        rating=_rating(name, entry["rating"], rating_schema or {}, _targets(entry["targets"])),
     )
+
+
+def _rating(
+    name: str, entry: Any, schema: Mapping[str, Any], targets: tuple[tuple[str, str], ...]
+) -> Mapping[str, Any] | None:
+    """``datasets.<name>.rating`` with its defaults, checked (``ConfigError`` naming the key)."""
+    if entry is None:
+        return None
+    from crossprobe.rating import TARGET, RatingSpec
+
+    full = _with_defaults(entry, schema)
+    try:
+        RatingSpec(**full)
+    except ConfigError as e:
+        raise ConfigError(f"datasets.{name}.rating: {e}") from None
+    if TARGET in dict(targets):
+        raise ConfigError(f"datasets.{name}.targets: {TARGET!r} is the rating's own target")
+    return {k: full[k] for k in ("template", "low", "high")}
 
 
 def _targets(entry: Any) -> tuple[tuple[str, str], ...]:
@@ -601,6 +674,8 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
                     f"one token in {spec.name}'s tokenizer; choose answers that are (e.g. with a "
                     f"leading space) via {where}."
                 )
+        if ds.rating is not None and info.single_token is not None:
+            _check_rating(spec, ds, info)
         fmt = spec.format_for(ds)
         key = (
             f"models.{spec.name}.prompt_format"
@@ -621,6 +696,25 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
                     + "; ".join(problems)
                     + "."
                 )
+
+
+def _check_rating(spec: ModelSpec, ds: DatasetSpec, info: _ModelInfo) -> None:
+    """The rating digits are tokens of the model, and its rating prompt passes the checks."""
+    fmt = spec.format_for(ds)
+    try:
+        template, tokens = ds.rating_spec.for_model(fmt, info.single_token)
+    except ConfigError as e:
+        raise ConfigError(f"models.{spec.name} on datasets.{ds.name}.rating: {e}") from None
+    if info.prompt_check is not None:
+        from dataclasses import replace
+
+        problems = info.prompt_check(replace(ds, template=template), fmt, tokens[:2])
+        if problems:
+            raise ConfigError(
+                f"models.{spec.name} on datasets.{ds.name}.rating ({fmt} prompts): "
+                + "; ".join(problems)
+                + "."
+            )
 
 
 @dataclass(frozen=True)
@@ -711,7 +805,10 @@ def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
         def zoo_check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
             return []  # the zoo's tokenizers add no special tokens; they have no chat template
 
-        return _ModelInfo(zspec.n_layers, lambda a: a in allowed, None, zoo_check)
+        def zoo_single(a: str) -> bool:  # a byte-level BPE has every byte as a token
+            return a in allowed or (zspec.tokenizer == "bpe" and len(a.encode()) == 1)
+
+        return _ModelInfo(zspec.n_layers, zoo_single, None, zoo_check)
     config_file = _locate(spec, "config.json")
     tokenizer_file = _locate(spec, "tokenizer.json")
     n_layers = _n_layers_from_json(config_file) if config_file else None

@@ -89,7 +89,16 @@ def _process_age() -> float:
 
 
 _THREADS = [1]
-MODEL_RULES = {"zoo", "convert", "extract", "ablate_self", "ablate_carried"}
+MODEL_RULES = {
+    "zoo",
+    "convert",
+    "extract",
+    "ablate_self",
+    "ablate_carried",
+    "rate",
+    "steer_self",
+    "steer_carried",
+}
 TIMINGS: dict[str, float] = {"imports": 0.0, "load": 0.0}
 
 
@@ -403,6 +412,7 @@ def regress(smk: Any) -> None:
     )
 
     model = smk.wildcards.model
+    ratings = {Path(p).stem: p for p in getattr(smk.input, "ratings", [])}
     shared: dict[tuple[str, int], dict[str, Split]] = {}
     rows: list[dict[str, Any]] = []
     with atomic_path(Path(smk.output.probes)) as out:
@@ -410,6 +420,7 @@ def regress(smk: Any) -> None:
         for store_path, table_path in zip(smk.input.stores, smk.input.datasets, strict=True):
             store, df = open_store(store_path), read_dataset(table_path)
             name = store.attrs["dataset"]
+            df = _with_self_rating(df, ratings.get(name), table_path)
             if not np.array_equal(store.row_hash(), df["row_hash"].to_numpy()):
                 raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
             split = store.split()
@@ -448,6 +459,22 @@ def regress(smk: Any) -> None:
         held += heldout_rows(model, target, layer, data, train_k=smk.params.train_k)
     _write_csv(smk.output.table, pd.DataFrame(rows, columns=PROBE_COLUMNS))
     _write_csv(smk.output.heldout, heldout_table(held))
+
+
+def _with_self_rating(df: pd.DataFrame, ratings_path: str | None, where: str) -> pd.DataFrame:
+    """The dataset's table with the model's own ratings as the column ``self_rating``."""
+    from crossprobe.errors import CacheError, ConfigError
+    from crossprobe.rating import TARGET
+
+    if ratings_path is None:
+        return df
+    ratings = pd.read_parquet(ratings_path)
+    if not np.array_equal(ratings["row_hash"].to_numpy(), df["row_hash"].to_numpy()):
+        raise CacheError(f"{ratings_path}: its rows are not those of {where}; rerun")
+    values = ratings["rating"].to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        raise ConfigError(f"{ratings_path}: the model's ratings hold NaN or inf")
+    return df.assign(**{TARGET: values})
 
 
 def regression_tables(smk: Any) -> None:
@@ -957,5 +984,286 @@ ENTRY_POINTS.update(
         "correlate": correlate,
         "transfer_tables": transfer_tables,
         "plot_transfer": plot_transfer,
+    }
+)
+
+
+# ----------------------------------------------------------------------------- ratings, steering
+
+
+def _rating_setup(
+    spec: ModelSpec, ds: DatasetSpec, tok: Any
+) -> tuple[DatasetSpec, tuple[int, ...], tuple[int, ...]]:
+    """The dataset as its rating prompt for this model, the digit token ids and their values."""
+    from dataclasses import replace
+
+    from crossprobe.errors import ConfigError
+
+    rating = ds.rating_spec
+    fmt = spec.format_for(ds)
+
+    def single(a: str) -> bool:
+        return len(tok.encode(a, add_special_tokens=False)) == 1
+
+    try:
+        template, tokens = rating.for_model(fmt, single)
+    except ConfigError as e:
+        raise ConfigError(f"models.{spec.name} on datasets.{ds.name}.rating: {e}") from None
+    ids = tuple(int(tok.encode(t, add_special_tokens=False)[0]) for t in tokens)
+    # A model-level `answers` would replace the digits in the prompt checks: drop it here.
+    return replace(ds, template=template, answers=tokens[:2]), ids, rating.values
+
+
+def _rating_prompts(df: pd.DataFrame, ds: DatasetSpec, spec: ModelSpec, tok: Any) -> Any:
+    from dataclasses import replace
+
+    rated, ids, values = _rating_setup(spec, ds, tok)
+    return _prompts(df, rated, replace(spec, answers=None), tok), ids, values
+
+
+def rate(smk: Any) -> None:
+    """Each row's expected self-rating and digit mass under one model (results/ratings/)."""
+    from crossprobe.datasets import read_dataset
+    from crossprobe.rating import rate as rate_prompts
+
+    spec, ds = _model(smk), _dataset_spec(smk)
+    df = read_dataset(smk.input.dataset)
+    model, tok = _load(spec)
+    prompts, ids, values = _rating_prompts(df, ds, spec, tok)
+    log.info("rating prompt: %r; digits %s", prompts[0], tok.convert_ids_to_tokens(list(ids)))
+    batch_size = _batch_size(model, tok, spec, prompts, ablation=False)
+    ratings = rate_prompts(model, tok, prompts, ids, values, batch_size=batch_size)
+    log.info(
+        "%d rows: expected rating mean %.3f (sd %.3f), digit mass median %.3f",
+        len(df),
+        ratings.expected.mean(),
+        ratings.expected.std(),
+        float(np.median(ratings.digit_mass)),
+    )
+    out = df[["row", "row_hash", "split", "label"]].assign(
+        rating=ratings.expected, digit_mass=ratings.digit_mass
+    )
+    _write_parquet(smk.output[0], out)
+
+
+def steering_rows(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The steered rows: the first ``n`` of the ablation's rows by row hash, in row order."""
+    rows = effect_rows(df)
+    chosen = rows.sort_values("row_hash", kind="stable").head(n)
+    return rows.loc[rows.index.isin(chosen.index)]
+
+
+def _steer_responses(
+    model: Any,
+    tok: Any,
+    spec: ModelSpec,
+    ds: DatasetSpec,
+    rows: pd.DataFrame,
+    directions: dict[int, np.ndarray],
+    norms: dict[int, float],
+    smk: Any,
+    desc: str,
+) -> dict[str, tuple[np.ndarray, dict[int, np.ndarray]]]:
+    """Per response (``margin``, and ``rating`` for a rated dataset): clean values and the
+    change ``[direction, alpha, prompt]`` per layer."""
+    from crossprobe.models import answer_token_ids
+    from crossprobe.rating import expected_rating_readout
+    from crossprobe.steer import steering_effects
+
+    alphas = smk.params.steering["alphas"]
+    positions = smk.params.transfer["positions"]
+    prompts = _prompts(rows, ds, spec, tok)
+    answers = answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
+    batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
+    out = {
+        "margin": steering_effects(
+            model, tok, prompts, answers, directions, alphas, norms,
+            positions=positions, batch_size=batch_size, progress=True, desc=f"{desc} margin",
+        )
+    }  # fmt: skip
+    if ds.rating is not None:
+        rating_prompts, ids, values = _rating_prompts(rows, ds, spec, tok)
+        out["rating"] = steering_effects(
+            model, tok, rating_prompts, ids, directions, alphas, norms,
+            positions=positions, batch_size=batch_size, progress=True, desc=f"{desc} rating",
+            readout=expected_rating_readout(values),
+        )  # fmt: skip
+    return out
+
+
+def _long_responses(
+    responses: dict[str, tuple[np.ndarray, dict[int, np.ndarray]]],
+    keys: dict[int, list[tuple[str, str, int]]],
+    rows: pd.DataFrame,
+    alphas: list[float],
+    norms: dict[int, float],
+    fixed: dict[str, Any],
+) -> pd.DataFrame:
+    """One row per (response, direction, dose, prompt): the change ``delta`` and the clean
+    value. ``keys[layer][k]`` is direction k's (kind, probe, source layer)."""
+    frames = []
+    hashes = rows["row_hash"].to_numpy()
+    n = len(hashes)
+    for response, (clean, effects) in responses.items():
+        for layer, dm in effects.items():
+            for k, (kind, probe, source_layer) in enumerate(keys[layer]):
+                for j, alpha in enumerate(alphas):
+                    frames.append(
+                        pd.DataFrame(
+                            {
+                                **fixed,
+                                "response": response,
+                                "kind": kind,
+                                "probe": probe,
+                                "source_layer": source_layer,
+                                "layer": layer,
+                                "norm": norms[layer],
+                                "alpha": float(alpha),
+                                "row_hash": hashes,
+                                "clean": clean,
+                                "delta": dm[k, j],
+                            },
+                            index=range(n),
+                        )
+                    )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _steering_probes(
+    probes_path: str, regression: Any, dataset: str
+) -> dict[tuple[str, int], Any]:
+    """A model's probes on one dataset keyed by (probe name, layer): its classification
+    methods, and ``ridge:<target>`` for each regression target of the dataset (from the model's
+    ``regression`` folder, if any)."""
+    from crossprobe.probes import load_probes
+
+    probes = dict(load_probes(probes_path))
+    for folder in [regression] if isinstance(regression, str) else regression:
+        for path in sorted(Path(folder).glob(f"{dataset}.*.safetensors")):
+            target = path.stem.split(".", 1)[1]
+            for (_, layer), p in load_probes(path).items():
+                probes[(f"ridge:{target}", layer)] = p
+    return probes
+
+
+def _norms(store_path: str, layers: Any) -> dict[int, float]:
+    """Each layer's typical residual norm: the median L2 norm of its `train` activations."""
+    from crossprobe.cache import open_store
+    from crossprobe.steer import typical_norm
+
+    store = open_store(store_path)
+    rows = np.flatnonzero(store.split() == "train")
+    return {int(layer): typical_norm(store.layer(int(layer), rows)) for layer in layers}
+
+
+def steer_self(smk: Any) -> None:
+    """Dose-response of a model's own probes and of random directions, per layer."""
+    from crossprobe.ablate import random_directions
+    from crossprobe.datasets import read_dataset
+
+    spec, ds = _model(smk), _dataset_spec(smk)
+    st = smk.params.steering
+    rows = steering_rows(read_dataset(smk.input.dataset), st["prompts"])
+    probes = _steering_probes(smk.input.probes, getattr(smk.input, "regression", []), ds.name)
+    layers = sorted({layer for _, layer in probes})
+    norms = _norms(smk.input.store, layers)
+    model, tok = _load(spec)
+    keys: dict[int, list[tuple[str, str, int]]] = {}
+    directions: dict[int, np.ndarray] = {}
+    for layer in layers:
+        names = sorted(name for name, ly in probes if ly == layer)
+        d_model = probes[(names[0], layer)].direction.shape[0]
+        null = random_directions(
+            d_model, st["null_directions"], seed=smk.params.transfer["seed"] + layer
+        )
+        keys[layer] = [("probe", n, layer) for n in names] + [
+            ("null", f"null:{j}", layer) for j in range(len(null))
+        ]
+        directions[layer] = np.concatenate(
+            [np.stack([probes[(n, layer)].direction for n in names]), null]
+        )
+        log.info("layer %d: typical norm %.4g, %d probes, %d null", layer, norms[layer],
+                 len(names), len(null))  # fmt: skip
+    responses = _steer_responses(
+        model, tok, spec, ds, rows, directions, norms, smk, f"{spec.name}/{ds.name}"
+    )
+    frame = _long_responses(
+        responses, keys, rows, st["alphas"], norms, {"model": spec.name, "dataset": ds.name}
+    )
+    zero = frame.loc[frame["alpha"] == 0.0, "delta"].abs().max()
+    log.info("zero dose: largest |change| %.3g (exactly 0 expected)", zero)
+    _write_parquet(smk.output[0], frame)
+
+
+def steer_carried(smk: Any) -> None:
+    """Dose-response in the target of every probe of the source, carried through the maps."""
+    from crossprobe.align import load_maps
+    from crossprobe.datasets import read_dataset
+
+    spec = _model(smk)
+    st = smk.params.steering
+    maps = load_maps(smk.input.maps)
+    model, tok = _load(spec)
+    frames = []
+    for i, d in enumerate(smk.params.datasets):
+        ds = dataset_from_params(smk.params.datasets[d])
+        rows = steering_rows(read_dataset(smk.input.datasets[i]), st["prompts"])
+        probes = _steering_probes(smk.input.probes[i], getattr(smk.input, "regression", []), d)
+        keys: dict[int, list[tuple[str, str, int]]] = {}
+        carried: dict[int, list[np.ndarray]] = {}
+        for ls, lt in sorted(maps):
+            names = sorted(name for name, ly in probes if ly == ls)
+            keys.setdefault(lt, []).extend(("probe", n, ls) for n in names)
+            carried.setdefault(lt, []).extend(
+                maps[(ls, lt)].carry_direction(probes[(n, ls)].direction) for n in names
+            )
+        directions = {lt: np.stack(v).astype(np.float32) for lt, v in carried.items() if v}
+        norms = _norms(smk.input.stores[i], directions)
+        responses = _steer_responses(
+            model, tok, spec, ds, rows, directions, norms, smk,
+            f"{spec.name}/{d} from {smk.wildcards.source}",
+        )  # fmt: skip
+        fixed = {"model": spec.name, "source": smk.wildcards.source, "dataset": d}
+        frames.append(_long_responses(responses, keys, rows, st["alphas"], norms, fixed))
+    _write_parquet(smk.output[0], pd.concat(frames, ignore_index=True))
+
+
+def steering_tables(smk: Any) -> None:
+    """steering.csv (slopes), steering_curves.csv, steering_carried.csv and their figures."""
+    from crossprobe.plots import plot_steering, plot_steering_carried
+    from crossprobe.steer import carried_table, self_tables, with_pearson_ce
+
+    boot = {"n_resamples": smk.params.bootstrap, "ci": smk.params.ci, "seed": smk.params.seed}
+    own = {}
+    for path in smk.input.own:
+        frame = pd.read_parquet(path)
+        own.setdefault(frame["model"].iloc[0], []).append(frame)
+    own_frames = {m: pd.concat(f, ignore_index=True) for m, f in own.items()}
+    tables = [self_tables(f, **boot) for f in own_frames.values()]
+    slopes = pd.concat([t[0] for t in tables], ignore_index=True)
+    curves = pd.concat([t[1] for t in tables], ignore_index=True)
+    carried = []
+    for path in getattr(smk.input, "carried", []):
+        frame = pd.read_parquet(path)
+        s, t = frame["source"].iloc[0], frame["model"].iloc[0]
+        carried.append(carried_table(frame, own_frames[s], own_frames[t], **boot))
+    across = pd.concat(carried, ignore_index=True) if carried else carried_table(
+        pd.DataFrame(columns=["dataset", "response", "probe", "source_layer", "layer"]),
+        None, None,
+    )  # fmt: skip
+    across = with_pearson_ce(across, pd.read_csv(smk.input.transfer))
+    _write_csv(smk.output.slopes, slopes)
+    _write_csv(smk.output.curves, curves)
+    _write_csv(smk.output.carried, across)
+    plot_steering(curves, slopes, smk.output.figure)
+    plot_steering_carried(across, smk.output.carried_figure)
+
+
+ENTRY_POINTS.update(
+    {
+        "rate": rate,
+        "steer_self": steer_self,
+        "steer_carried": steer_carried,
+        "steering_tables": steering_tables,
     }
 )

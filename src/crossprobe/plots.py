@@ -323,3 +323,83 @@ def plot_similarity(within: pd.DataFrame, path: str | Path) -> None:
     fig.suptitle("Cosine between probe directions (dataset/method)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     save_figure(fig, path)
+
+
+def plot_steering(curves: pd.DataFrame, slopes: pd.DataFrame, path: str | Path) -> None:
+    """Dose-response curves: the mean change of each response against the dose, one panel per
+    model (rows) and dataset and response (columns); colour is the probe, line style the
+    layer, and the grey band spans the random directions' mean curves (all layers)."""
+    panels = curves[["dataset", "response"]].drop_duplicates().sort_values(["dataset", "response"])
+    models = sorted(curves["model"].unique())
+    probes = sorted(p for p in curves["probe"].unique() if not p.startswith("null_"))
+    palette = dict(zip(probes, sns.color_palette("tab10", len(probes)), strict=True))
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(
+        max(1, len(models)),
+        max(1, len(panels)),
+        figsize=(3.2 * max(1, len(panels)), 2.6 * max(1, len(models))),
+        squeeze=False,
+        sharex=True,
+    )
+    for i, model in enumerate(models):
+        for j, (dataset, response) in enumerate(panels.itertuples(index=False)):
+            ax = axes[i, j]
+            sub = curves[
+                (curves.model == model) & (curves.dataset == dataset) & (curves.response == response)
+            ]
+            layers = sorted(sub["layer"].unique())
+            low = sub[sub.probe == "null_low"].groupby("alpha")["mean"].min()
+            high = sub[sub.probe == "null_high"].groupby("alpha")["mean"].max()
+            if len(low):
+                ax.fill_between(low.index, low.values, high.values, color="0.85", lw=0)
+            for probe in probes:
+                for k, layer in enumerate(layers):
+                    c = sub[(sub.probe == probe) & (sub.layer == layer)].sort_values("alpha")
+                    if len(c):
+                        ax.plot(
+                            c["alpha"], c["mean"], styles[k % len(styles)],
+                            color=palette[probe], lw=1.2,
+                            label=f"{probe}, layer {layer}" if i == 0 else None,
+                        )  # fmt: skip
+            ax.axhline(0, color="0.5", lw=0.5)
+            ax.set_title(f"{model}\n{dataset}: {response}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("mean change")
+            if i == len(models) - 1:
+                ax.set_xlabel("α (× typical norm)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    unique = dict(zip(labels, handles, strict=True))
+    fig.legend(unique.values(), unique.keys(), loc="upper center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, 1.0 + 0.25 / max(1, len(models))))  # fmt: skip
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_steering_carried(table: pd.DataFrame, path: str | Path) -> None:
+    """Across models: the per-prompt correlation of steering effects against Pearson_CE of the
+    same cell (left), and the slope ratio target / source per probe (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    margin = table[(table["response"] == "margin")].dropna(subset=["pearson_ce", "prompt_corr"])
+    if len(margin):
+        sns.scatterplot(data=margin, x="pearson_ce", y="prompt_corr", hue="target",
+                        style="probe", ax=axes[0], s=30)  # fmt: skip
+        axes[0].plot([-1, 1], [-1, 1], color="0.6", lw=0.6)
+        axes[0].legend(fontsize=6)
+    else:
+        axes[0].text(0.5, 0.5, "no cell with both", ha="center", transform=axes[0].transAxes)
+    axes[0].set_xlabel("Pearson_CE (ablation)")
+    axes[0].set_ylabel("per-prompt corr. of steering slopes")
+    ratios = table.dropna(subset=["slope_ratio"])
+    if len(ratios):
+        sns.stripplot(data=ratios, x="probe", y="slope_ratio", hue="response", ax=axes[1],
+                      dodge=True, size=3)  # fmt: skip
+        axes[1].set_yscale("symlog", linthresh=0.1)
+        axes[1].axhline(1, color="0.5", lw=0.6)
+        axes[1].axhline(0, color="0.5", lw=0.4)
+        axes[1].tick_params(axis="x", labelrotation=30, labelsize=7)
+    axes[1].set_ylabel("slope ratio (target / source)")
+    fig.tight_layout()
+    save_figure(fig, path)

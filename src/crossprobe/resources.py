@@ -34,6 +34,9 @@ GPU_RULES: dict[str, str] = {
     "extract": "model",
     "ablate_self": "model",
     "ablate_carried": "target",
+    "rate": "model",
+    "steer_self": "model",
+    "steer_carried": "target",
 }
 CPU_RULES: tuple[str, ...] = (
     "convert",
@@ -49,6 +52,7 @@ CPU_RULES: tuple[str, ...] = (
     "regress",
     "regression_tables",
     "similarity",
+    "steering_tables",
 )
 
 #: Upper bound on the rows of a built-in family (each generates about 2,000 rows).
@@ -520,6 +524,20 @@ class Sizer:
             directions = n_methods + self.cfg.transfer.null_directions
             forward_passes = prompts * (1 + n_layers * directions)
             data = prompts * (1 + n_layers * directions) * 8.0
+        elif rule == "rate":  # two clean passes over every row (ratings, then digit mass)
+            rows = self.rows(w["dataset"])
+            forward_passes = 2.0 * rows
+            data = rows * 16.0
+        elif rule in ("steer_self", "steer_carried"):
+            st = self.cfg.steering
+            datasets = [w["dataset"]] if rule == "steer_self" else list(self.cfg.datasets)
+            prompts = sum(
+                min(st.prompts, self._effect_prompts(self.rows(d))) for d in datasets
+            ) * (1 + len(self.cfg.rated) / max(1, len(self.cfg.datasets)))
+            directions = n_methods + 2 + (st.null_directions if rule == "steer_self" else 0)
+            copies = directions * len(st.alphas)
+            forward_passes = prompts * (1 + n_layers * copies)
+            data = prompts * n_layers * copies * 40.0
         else:  # ablate_carried
             prompts = sum(self._effect_prompts(self.rows(d)) for d in self.cfg.datasets)
             forward_passes = prompts * (1 + n_layers * n_methods)

@@ -44,6 +44,14 @@ def dataset_dict(spec):
     """
     d = asdict(spec)
     d.pop("targets")
+    d.pop("rating")
+    return d
+
+
+def rated_dataset_dict(spec):
+    """A dataset's spec with its `rating` (for the jobs that prompt for ratings or steer)."""
+    d = dataset_dict(spec)
+    d["rating"] = None if spec.rating is None else dict(spec.rating)
     return d
 
 
@@ -113,6 +121,43 @@ def transfer_params(wildcards=None):
     }
 
 
+def steering_params(wildcards=None):
+    st = CFG.steering
+    return {
+        "alphas": list(st.alphas),
+        "null_directions": st.null_directions,
+        "prompts": st.prompts,
+    }
+
+
+def _regression_folder(model, datasets):
+    """The model's ridge probes, for jobs that steer them (only if a dataset has targets)."""
+    if any(d in CFG.targets for d in datasets):
+        return {"regression": f"results/regression/{model}"}
+    return {}
+
+
+def steer_self_input(w):
+    return {
+        "model": model_files(w.model),
+        "dataset": f"results/datasets/{w.dataset}.parquet",
+        "probes": probes_file(w.model, w.dataset),
+        "store": store(w.model, w.dataset),
+        **_regression_folder(w.model, [w.dataset]),
+    }
+
+
+def steer_carried_input(w):
+    return {
+        "model": model_files(w.target),
+        "datasets": [f"results/datasets/{d}.parquet" for d in CFG.datasets],
+        "probes": [probes_file(w.source, d) for d in CFG.datasets],
+        "stores": [store(w.target, d) for d in CFG.datasets],
+        "maps": f"results/maps/{w.source}/{w.target}.safetensors",
+        **_regression_folder(w.source, CFG.datasets),
+    }
+
+
 def correlate_params():
     return asdict(CFG.transfer)
 
@@ -132,6 +177,13 @@ def all_outputs():
     if CFG.targets:
         outputs += ["results/tables/regression.csv", "results/tables/heldout.csv"]
         outputs += ["results/figures/regression.png"]
+    if CFG.steering.enabled:
+        outputs += [
+            "results/tables/steering.csv",
+            "results/tables/steering_carried.csv",
+            "results/figures/steering.png",
+            "results/figures/steering_carried.png",
+        ]
     return outputs
 
 

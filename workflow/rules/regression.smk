@@ -6,6 +6,7 @@ rule regress:
     input:
         stores=lambda w: [store(w.model, d) for d in CFG.targets],
         datasets=expand("results/datasets/{dataset}.parquet", dataset=CFG.targets),
+        ratings=lambda w: [f"results/ratings/{w.model}/{d}.parquet" for d in CFG.rated],
     output:
         probes=directory("results/regression/{model}"),
         table="results/tables/regression/{model}.csv",
