@@ -231,6 +231,8 @@ def test_steering_doses_rerun_only_the_steering(workdir):
     extra = _write(workdir / "doses.yaml", {"steering": {"alphas": [-1.0, 0.0, 1.0]}})
     jobs, _ = _plan(workdir, extra)
     expected = {_job("steer_self", model=m, dataset=d) for m in MODELS for d in DATASETS}
-    expected |= {_job("steer_carried", source=s, target=t) for s in MODELS for t in MODELS if s != t}
+    expected |= {
+        _job("steer_carried", source=s, target=t) for s in MODELS for t in MODELS if s != t
+    }
     expected |= {_job("steering_tables"), _job("all")}
     assert jobs == expected

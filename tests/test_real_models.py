@@ -197,5 +197,8 @@ def test_steering_on_real_models(run):
     # Zero, or float32 rounding where a CPU's matrix products round batch rows differently.
     assert (t["zero_dose_max"] < 1e-4).all()
     c = pd.read_csv(run / "results/tables/steering_carried.csv")
-    assert set(zip(c.source, c.target, strict=True)) == {("smollm2", "gemma3"), ("gemma3", "smollm2")}
+    assert set(zip(c.source, c.target, strict=True)) == {
+        ("smollm2", "gemma3"),
+        ("gemma3", "smollm2"),
+    }
     assert np.isfinite(c["slope_target"]).all()

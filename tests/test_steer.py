@@ -143,7 +143,9 @@ def test_self_table_recovers_planted_slopes_and_its_null():
     assert not by.loc["weak", "beats_null"]
     # |slope| beyond every null slope: the smallest permutation p-value, 1 / (k + 1).
     assert by.loc["dim", "p_null"] == pytest.approx(1 / 10)
-    np.testing.assert_allclose(by.loc["dim", "null_p95"], np.quantile(np.abs(list(nulls.values())), 0.95))
+    np.testing.assert_allclose(
+        by.loc["dim", "null_p95"], np.quantile(np.abs(list(nulls.values())), 0.95)
+    )
     assert (slopes["zero_dose_max"] == 0).all()
     assert set(slopes["sign"].str[:1]) == {"+"}
     dim = curves[curves.probe == "dim"].set_index("alpha")["mean"]
@@ -155,12 +157,13 @@ def test_self_table_recovers_planted_slopes_and_its_null():
 def test_carried_table_gives_the_slope_ratio_and_the_prompt_correlation():
     import pandas as pd
 
-    from crossprobe.steer import carried_table, with_pearson_ce
+    from crossprobe.steer import carried_table, slopes_frame, with_pearson_ce
 
     src = _long("s", "d", {"dim": 2.0}, {"null:0": 0.1}, seed=1)
     tgt = _long("t", "d", {"dim": 1.0}, {"null:0": 0.1, "null:1": -0.2}, seed=2)
     # Carried: the source's own per-prompt slopes, halved: ratio 0.5, correlation 1.
     carried = src[src.kind == "probe"].assign(model="t", source="s", delta=lambda f: f.delta / 2)
+    src, tgt = slopes_frame(src), slopes_frame(tgt)
     table = carried_table(carried, src, tgt, n_resamples=200)
     row = table.iloc[0]
     assert row["slope_source"] == pytest.approx(2.0)

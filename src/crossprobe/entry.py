@@ -1129,9 +1129,7 @@ def _long_responses(
     return pd.concat(frames, ignore_index=True)
 
 
-def _steering_probes(
-    probes_path: str, regression: Any, dataset: str
-) -> dict[tuple[str, int], Any]:
+def _steering_probes(probes_path: str, regression: Any, dataset: str) -> dict[tuple[str, int], Any]:
     """A model's probes on one dataset keyed by (probe name, layer): its classification
     methods, and ``ridge:<target>`` for each regression target of the dataset (from the model's
     ``regression`` folder, if any)."""
@@ -1231,31 +1229,31 @@ def steer_carried(smk: Any) -> None:
 def steering_tables(smk: Any) -> None:
     """steering.csv (slopes), steering_curves.csv, steering_carried.csv and their figures."""
     from crossprobe.plots import plot_steering, plot_steering_carried
-    from crossprobe.steer import carried_table, self_tables, with_pearson_ce
+    from crossprobe.steer import (
+        CARRIED_COLUMNS,
+        carried_table,
+        self_tables,
+        slopes_frame,
+        with_pearson_ce,
+    )
 
     boot = {"n_resamples": smk.params.bootstrap, "ci": smk.params.ci, "seed": smk.params.seed}
-    own = {}
-    for path in smk.input.own:
-        frame = pd.read_parquet(path)
-        own.setdefault(frame["model"].iloc[0], []).append(frame)
-    own_frames = {m: pd.concat(f, ignore_index=True) for m, f in own.items()}
-    tables = [self_tables(f, **boot) for f in own_frames.values()]
-    slopes = pd.concat([t[0] for t in tables], ignore_index=True)
-    curves = pd.concat([t[1] for t in tables], ignore_index=True)
+    own = pd.concat([pd.read_parquet(p) for p in smk.input.own], ignore_index=True)
+    slopes, curves = self_tables(own, **boot)
+    own_slopes = {m: s for m, s in slopes_frame(own).groupby("model")}
     carried = []
     for path in getattr(smk.input, "carried", []):
         frame = pd.read_parquet(path)
         s, t = frame["source"].iloc[0], frame["model"].iloc[0]
-        carried.append(carried_table(frame, own_frames[s], own_frames[t], **boot))
-    across = pd.concat(carried, ignore_index=True) if carried else carried_table(
-        pd.DataFrame(columns=["dataset", "response", "probe", "source_layer", "layer"]),
-        None, None,
-    )  # fmt: skip
+        carried.append(carried_table(frame, own_slopes[s], own_slopes[t], **boot))
+    across = (
+        pd.concat(carried, ignore_index=True) if carried else pd.DataFrame(columns=CARRIED_COLUMNS)
+    )
     across = with_pearson_ce(across, pd.read_csv(smk.input.transfer))
     _write_csv(smk.output.slopes, slopes)
     _write_csv(smk.output.curves, curves)
     _write_csv(smk.output.carried, across)
-    plot_steering(curves, slopes, smk.output.figure)
+    plot_steering(curves, smk.output.figure)
     plot_steering_carried(across, smk.output.carried_figure)
 
 

@@ -325,7 +325,7 @@ def plot_similarity(within: pd.DataFrame, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_steering(curves: pd.DataFrame, slopes: pd.DataFrame, path: str | Path) -> None:
+def plot_steering(curves: pd.DataFrame, path: str | Path) -> None:
     """Dose-response curves: the mean change of each response against the dose, one panel per
     model (rows) and dataset and response (columns); colour is the probe, line style the
     layer, and the grey band spans the random directions' mean curves (all layers)."""
@@ -345,7 +345,9 @@ def plot_steering(curves: pd.DataFrame, slopes: pd.DataFrame, path: str | Path) 
         for j, (dataset, response) in enumerate(panels.itertuples(index=False)):
             ax = axes[i, j]
             sub = curves[
-                (curves.model == model) & (curves.dataset == dataset) & (curves.response == response)
+                (curves.model == model)
+                & (curves.dataset == dataset)
+                & (curves.response == response)
             ]
             layers = sorted(sub["layer"].unique())
             low = sub[sub.probe == "null_low"].groupby("alpha")["mean"].min()

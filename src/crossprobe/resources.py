@@ -524,20 +524,23 @@ class Sizer:
             directions = n_methods + self.cfg.transfer.null_directions
             forward_passes = prompts * (1 + n_layers * directions)
             data = prompts * (1 + n_layers * directions) * 8.0
-        elif rule == "rate":  # two clean passes over every row (ratings, then digit mass)
+        elif rule == "rate":  # one clean pass over every row, the whole vocabulary at its end
             rows = self.rows(w["dataset"])
-            forward_passes = 2.0 * rows
+            forward_passes = rows
             data = rows * 16.0
         elif rule in ("steer_self", "steer_carried"):
             st = self.cfg.steering
             datasets = [w["dataset"]] if rule == "steer_self" else list(self.cfg.datasets)
-            prompts = sum(
-                min(st.prompts, self._effect_prompts(self.rows(d))) for d in datasets
-            ) * (1 + len(self.cfg.rated) / max(1, len(self.cfg.datasets)))
+            # a rated dataset is steered twice: its margin and its rating prompt
+            steered = sum(
+                min(st.prompts, self._effect_prompts(self.rows(d)))
+                * (2 if d in self.cfg.rated else 1)
+                for d in datasets
+            )
             directions = n_methods + 2 + (st.null_directions if rule == "steer_self" else 0)
             copies = directions * len(st.alphas)
-            forward_passes = prompts * (1 + n_layers * copies)
-            data = prompts * n_layers * copies * 40.0
+            forward_passes = steered * (1 + n_layers * copies)
+            data = steered * n_layers * copies * 40.0
         else:  # ablate_carried
             prompts = sum(self._effect_prompts(self.rows(d)) for d in self.cfg.datasets)
             forward_passes = prompts * (1 + n_layers * n_methods)

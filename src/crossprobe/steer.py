@@ -178,11 +178,30 @@ CARRIED_COLUMNS = [
 ]
 
 
-def _slopes_by_prompt(group: Any) -> tuple[np.ndarray, np.ndarray, Float[np.ndarray, " prompt"]]:
-    """(doses, prompt hashes, per-prompt slopes) of one direction's long-format responses."""
-    wide = group.pivot(index="row_hash", columns="alpha", values="delta").sort_index(axis=1)
-    alphas = wide.columns.to_numpy(np.float64)
-    return alphas, wide.index.to_numpy(), prompt_slopes(alphas, wide.to_numpy(np.float64).T)
+DIRECTION_KEYS = ["model", "dataset", "response", "kind", "probe", "source_layer", "layer"]
+
+
+def slopes_frame(frame: Any) -> Any:
+    """Each (direction, prompt)'s least-squares slope of its change against the dose, from a
+    steering job's long table: the keys of :data:`DIRECTION_KEYS` present, ``row_hash``,
+    ``slope`` (rows ordered by them). Every direction must see the same doses on every prompt."""
+    keys = [k for k in DIRECTION_KEYS if k in frame.columns]
+    a = frame["alpha"].to_numpy(np.float64)
+    alphas = np.unique(a)
+    if alphas.size < 2:
+        raise ValueError(f"need responses at two or more doses, got {alphas.tolist()}")
+    counts = frame.groupby([*keys, "row_hash"], sort=False)["alpha"].nunique()
+    if (counts != alphas.size).any():
+        raise ValueError("every direction and prompt needs a response at every dose")
+    ac = a - alphas.mean()
+    work = frame[[*keys, "row_hash"]].assign(_w=ac * frame["delta"].to_numpy(np.float64))
+    out = work.groupby([*keys, "row_hash"], sort=True)["_w"].sum().rename("slope")
+    return (out / float(((alphas - alphas.mean()) ** 2).sum())).reset_index()
+
+
+def _null_means(slopes: Any) -> np.ndarray:
+    """Each null direction's mean slope over prompts."""
+    return slopes[slopes["kind"] == "null"].groupby("probe")["slope"].mean().to_numpy()
 
 
 def null_summary(observed: float, null_slopes: np.ndarray) -> tuple[float, float]:
@@ -194,27 +213,43 @@ def null_summary(observed: float, null_slopes: np.ndarray) -> tuple[float, float
     return float(np.quantile(null, 0.95)), float(p)
 
 
+def _curves(frame: Any) -> list[dict[str, Any]]:
+    """Mean response per probe and dose (with its standard error), and the null's range."""
+    keys = ["model", "dataset", "response", "probe", "layer", "alpha"]
+    probes = frame[frame["kind"] == "probe"]
+    stats = probes.groupby(keys, sort=True)["delta"].agg(["mean", "std", "count"]).reset_index()
+    stats["sem"] = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
+    rows = stats.rename(columns={"count": "n"})[CURVE_COLUMNS].to_dict("records")
+    nulls = frame[frame["kind"] == "null"].groupby(keys, sort=True)["delta"].mean().reset_index()
+    band_keys = ["model", "dataset", "response", "layer", "alpha"]
+    for key, g in nulls.groupby(band_keys, sort=True):
+        base = dict(zip(band_keys, key, strict=True))
+        for stat, value in (("null_low", g["delta"].min()), ("null_high", g["delta"].max())):
+            rows.append({**base, "probe": stat, "mean": float(value), "sem": 0.0, "n": len(g)})
+    return rows
+
+
 def self_tables(
     frame: Any, *, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[Any, Any]:
-    """The slope table and the mean response curves of one model's steering on one dataset.
+    """The slope table and the mean response curves of one model's steering.
 
-    ``frame`` is a steering job's long table: ``model, dataset, response, kind (probe | null),
-    probe, layer, norm, alpha, row_hash, delta``.
+    ``frame`` is a ``steer_self`` job's long table: ``model, dataset, response, kind (probe |
+    null), probe, source_layer, layer, norm, alpha, row_hash, clean, delta``.
     """
     import pandas as pd
 
-    rows, curves = [], []
+    slopes = slopes_frame(frame)
+    norms = frame.groupby(["model", "dataset", "layer"])["norm"].first()
+    zero = frame[frame["alpha"] == 0.0].groupby(["model", "dataset", "response", "probe", "layer"])
+    zero_max = zero["delta"].apply(lambda d: float(np.abs(d).max()))
+    rows = []
     keys = ["model", "dataset", "response", "layer"]
-    for (model, dataset, response, layer), g in frame.groupby(keys, sort=True):
-        null = [
-            _slopes_by_prompt(n)[2].mean() for _, n in g[g["kind"] == "null"].groupby("probe")
-        ]
+    for (model, dataset, response, layer), g in slopes.groupby(keys, sort=True):
+        null = _null_means(g)
         for probe, p in g[g["kind"] == "probe"].groupby("probe", sort=True):
-            alphas, _, slopes = _slopes_by_prompt(p)
-            fit = dose_response(slopes, n_resamples=n_resamples, ci=ci, seed=seed)
-            p95, p_null = null_summary(fit.slope, np.asarray(null))
-            zero = p.loc[p["alpha"] == 0.0, "delta"].abs()
+            fit = dose_response(p["slope"].to_numpy(), n_resamples=n_resamples, ci=ci, seed=seed)
+            p95, p_null = null_summary(fit.slope, null)
             rows.append(
                 {
                     "model": model,
@@ -222,7 +257,7 @@ def self_tables(
                     "response": response,
                     "probe": probe,
                     "layer": int(layer),
-                    "norm": float(p["norm"].iloc[0]),
+                    "norm": float(norms[(model, dataset, layer)]),
                     "n": fit.n,
                     "slope": fit.slope,
                     "ci_low": fit.ci_low,
@@ -232,44 +267,15 @@ def self_tables(
                     "p_null": p_null,
                     "beats_null": bool(abs(fit.slope) > p95 and fit.ci_low * fit.ci_high > 0),
                     "backwards": bool(fit.ci_high < 0),
-                    "zero_dose_max": float(zero.max()) if len(zero) else float("nan"),
+                    "zero_dose_max": zero_max.get(
+                        (model, dataset, response, probe, layer), float("nan")
+                    ),
                     "sign": SIGN[response],
                 }
             )
-            for alpha, a in p.groupby("alpha", sort=True):
-                d = a["delta"].to_numpy(np.float64)
-                curves.append(
-                    {
-                        "model": model,
-                        "dataset": dataset,
-                        "response": response,
-                        "probe": probe,
-                        "layer": int(layer),
-                        "alpha": float(alpha),
-                        "mean": float(d.mean()),
-                        "sem": float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0,
-                        "n": int(d.size),
-                    }
-                )
-        for alpha, a in g[g["kind"] == "null"].groupby("alpha", sort=True):
-            per_dir = a.groupby("probe")["delta"].mean().to_numpy(np.float64)
-            for stat, value in (("null_low", per_dir.min()), ("null_high", per_dir.max())):
-                curves.append(
-                    {
-                        "model": model,
-                        "dataset": dataset,
-                        "response": response,
-                        "probe": stat,
-                        "layer": int(layer),
-                        "alpha": float(alpha),
-                        "mean": float(value),
-                        "sem": 0.0,
-                        "n": int(per_dir.size),
-                    }
-                )
     return (
         pd.DataFrame(rows, columns=STEER_COLUMNS),
-        pd.DataFrame(curves, columns=CURVE_COLUMNS),
+        pd.DataFrame(_curves(frame), columns=CURVE_COLUMNS),
     )
 
 
@@ -284,43 +290,37 @@ def carried_table(
 ) -> Any:
     """Steering with a source's probe carried into a target, beside the source's own.
 
-    ``carried`` is a ``steer_carried`` job's long table (``source_layer`` and ``layer``, the
-    target's); ``source_self`` and ``target_self`` the two models' ``steer_self`` tables for
-    the same datasets (the source's slopes, and the target's random-direction null). Per cell:
-    both slopes, their ratio (target / source), the carried slope's bootstrap interval, t-test
-    and null p-value, and the Pearson correlation over prompts of the two models' per-prompt
-    slopes (the steering analogue of Pearson_CE).
+    ``carried`` is a ``steer_carried`` job's long table (``source_layer``, and ``layer``: the
+    target's); ``source_self`` and ``target_self`` the :func:`slopes_frame` of the two models'
+    ``steer_self`` tables (the source's slopes, and the target's random-direction null). Per
+    cell: both slopes, their ratio (target / source), the carried slope's bootstrap interval,
+    t-test and null p-value, and the Pearson correlation over prompts of the two models'
+    per-prompt slopes (the steering analogue of Pearson_CE).
     """
     import pandas as pd
 
     out = []
     keys = ["dataset", "response", "probe", "source_layer", "layer"]
-    for (dataset, response, probe, ls, lt), g in carried.groupby(keys, sort=True):
-        src = source_self[
-            (source_self["dataset"] == dataset)
-            & (source_self["response"] == response)
-            & (source_self["probe"] == probe)
-            & (source_self["layer"] == ls)
-        ]
-        _, hashes_t, slopes_t = _slopes_by_prompt(g)
-        _, hashes_s, slopes_s = _slopes_by_prompt(src)
-        if not np.array_equal(hashes_s, hashes_t):
+    src_by = {k: g for k, g in source_self.groupby(["dataset", "response", "probe", "layer"])}
+    null_by = {
+        k: _null_means(g)
+        for k, g in target_self[target_self["kind"] == "null"].groupby(
+            ["dataset", "response", "layer"]
+        )
+    }
+    for (dataset, response, probe, ls, lt), g in slopes_frame(carried).groupby(keys, sort=True):
+        src = src_by[(dataset, response, probe, ls)]
+        if not np.array_equal(src["row_hash"].to_numpy(), g["row_hash"].to_numpy()):
             raise ValueError(f"{dataset}: source and target were steered on different prompts")
-        tgt_null = target_self[
-            (target_self["dataset"] == dataset)
-            & (target_self["response"] == response)
-            & (target_self["kind"] == "null")
-            & (target_self["layer"] == lt)
-        ]
-        null = [_slopes_by_prompt(n)[2].mean() for _, n in tgt_null.groupby("probe")]
+        slopes_s, slopes_t = src["slope"].to_numpy(), g["slope"].to_numpy()
         fit = dose_response(slopes_t, n_resamples=n_resamples, ci=ci, seed=seed)
-        p95, p_null = null_summary(fit.slope, np.asarray(null))
+        p95, p_null = null_summary(fit.slope, null_by.get((dataset, response, lt), np.empty(0)))
         s_mean = float(slopes_s.mean())
         varied = slopes_s.size > 2 and np.ptp(slopes_s) > 0 and np.ptp(slopes_t) > 0
         out.append(
             {
-                "source": g["source"].iloc[0],
-                "target": g["model"].iloc[0],
+                "source": carried["source"].iloc[0],
+                "target": carried["model"].iloc[0],
                 "dataset": dataset,
                 "response": response,
                 "probe": probe,
