@@ -254,9 +254,24 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     Right: held-one-dataset-out standard R² against mean-adjusted R², one point per held-out
     dataset and layer (the diagonal: no offset between the datasets' means)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # One colour per model, one line style per dataset and target, one marker per layer rank:
+    # a run with many models and targets stays legible.
+    models = sorted(set(table["model"]) | (set(heldout["model"]) if len(heldout) else set()))
+    colour = dict(zip(models, sns.color_palette("tab10", max(len(models), 1)), strict=False))
+    styles = ["-", "--", ":", "-."]
+    probes = sorted({(d, t) for d, t in zip(table["dataset"], table["target"], strict=True)})
+    style = {key: styles[i % len(styles)] for i, key in enumerate(probes)}
+    markers = ["o", "s", "^", "D", "v", "P"]
     for (model, dataset, target), sub in table.groupby(["model", "dataset", "target"]):
         sub = sub.sort_values("layer")
-        ax.plot(sub["layer"], sub["r2"], marker="o", label=f"{model}: {dataset}.{target}")
+        ax.plot(
+            sub["layer"],
+            sub["r2"],
+            marker="o",
+            color=colour[model],
+            ls=style[(dataset, target)],
+            label=f"{model}: {dataset}.{target}",
+        )
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("layer (block index)")
     ax.set_ylabel("R² on test")
@@ -265,8 +280,20 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
         ax.legend(fontsize=6, loc="best")
     one_out = heldout[heldout["scheme"] == "hold_one_out"] if len(heldout) else heldout
     if len(one_out):
+        rank = {
+            (m, layer): i
+            for m, layers in one_out.groupby("model")["layer"]
+            for i, layer in enumerate(sorted(set(layers)))
+        }
         for (model, layer), sub in one_out.groupby(["model", "layer"]):
-            bx.scatter(sub["r2"], sub["r2_mean_adjusted"], label=f"{model}, layer {layer}", s=22)
+            bx.scatter(
+                sub["r2"],
+                sub["r2_mean_adjusted"],
+                label=f"{model}, layer {layer}",
+                s=22,
+                color=colour[model],
+                marker=markers[rank[(model, layer)] % len(markers)],
+            )
             for _, row in sub.iterrows():
                 bx.annotate(row["test_datasets"], (row["r2"], row["r2_mean_adjusted"]), fontsize=6)
         lo = float(min(one_out["r2"].min(), one_out["r2_mean_adjusted"].min(), 0.0))
