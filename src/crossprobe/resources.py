@@ -53,7 +53,14 @@ CPU_RULES: tuple[str, ...] = (
     "regression_tables",
     "similarity",
     "steering_tables",
+    "embed",
+    "crosslabels",
+    "crosslabels_table",
 )
+
+#: The size assumed for a text baseline's embedding model when it is not one of the run's models
+#: (all-MiniLM-L6-v2 is 22.7M parameters and 384 wide; larger sentence encoders reach 335M, 1024).
+BASELINE_FOOTPRINT = (335_000_000, 1, 1024, 30_522)
 
 #: Upper bound on the rows of a built-in family (each generates about 2,000 rows).
 BUILTIN_ROWS = 2000
@@ -446,6 +453,12 @@ class Sizer:
 
     # -- sizes
     def footprint(self, model: str) -> Footprint:
+        if model not in self._footprints and model in self.cfg.baselines:
+            own = self.cfg.baselines[model].run_model(self.cfg.models)
+            if own is not None:
+                return self.footprint(own.name)
+            n, layers, d, vocab = BASELINE_FOOTPRINT
+            self._footprints[model] = Footprint(n, layers, d, vocab, "text baseline estimate")
         if model not in self._footprints:
             spec = self.cfg.models[model]
             self._footprints[model] = (
@@ -579,6 +592,17 @@ class Sizer:
                 seconds += n_data * n_data * n_layers * n_methods * 2
             if rule == "regress":  # ridge with 19 penalties, once per target and held-out split
                 seconds += 19 * n_data * n_data * n_layers * rows * d * d / CPU_FLOPS
+        elif rule == "embed":  # one forward pass per statement through the embedding model
+            fp, rows = self.footprint(w["model"]), self.rows(w["dataset"])
+            nbytes += 1.2 * fp.n_params * 4 + rows * fp.d_model * 8.0
+            seconds += 60 + rows * 2.0 * fp.n_params * PROMPT_TOKENS / CPU_FLOPS
+        elif rule == "crosslabels":  # a multi-label ridge per fold, layer and probed model
+            rows = math.ceil(self.rows(w["dataset"]) * self.cfg.splits["test"])
+            for m in self.cfg.probed:
+                d = self.footprint(m).d_model
+                nbytes += 3.0 * rows * n_layers * d * 8
+                fits = self.cfg.crosslabels.folds * n_layers
+                seconds += fits * 19 * rows * d * min(rows, d) / CPU_FLOPS
         elif rule == "align":
             ds, dt = self.footprint(w["source"]).d_model, self.footprint(w["target"]).d_model
             rows = math.ceil(self._rows_all() * self.cfg.splits["align"])

@@ -59,6 +59,28 @@ def dataset_params(wildcards):
     return dataset_dict(CFG.datasets[wildcards.dataset])
 
 
+def regression_targets(model):
+    """The regression targets of ``model``'s ridge probes, by dataset: every target for a model,
+    and for a text baseline every target but `self_rating` (a baseline rates nothing itself).
+    """
+    if model in CFG.models:
+        return {d: list(t) for d, t in CFG.targets.items()}
+    out = {d: [x for x in t if x[0] != "self_rating"] for d, t in CFG.targets.items()}
+    return {d: t for d, t in out.items() if t}
+
+
+def regressed():
+    """The models and baselines that have regression probes."""
+    return [m for m in CFG.probed if regression_targets(m)]
+
+
+def names_pattern(names):
+    """A wildcard constraint that matches exactly these names (nothing when there are none)."""
+    import re
+
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 def model_files(name):
     """Files a model's jobs depend on: its zoo or converted GGUF folder, or nothing for
     hub and local models."""
@@ -164,7 +186,7 @@ def correlate_params():
 
 def all_outputs():
     outputs = ["results/tables/generalization.csv"]
-    outputs += [f"results/figures/generalization_{m}.png" for m in CFG.models]
+    outputs += [f"results/figures/generalization_{m}.png" for m in CFG.probed]
     outputs += [
         "results/tables/transfer.csv",
         "results/tables/transfer_matrix.csv",
@@ -177,6 +199,12 @@ def all_outputs():
     if CFG.targets:
         outputs += ["results/tables/regression.csv", "results/tables/heldout.csv"]
         outputs += ["results/figures/regression.png"]
+    if CFG.crosslabels.enabled:
+        outputs += [
+            "results/tables/crosslabels.csv",
+            "results/tables/crosslabels_summary.csv",
+            "results/figures/crosslabels.png",
+        ]
     if CFG.steering.enabled:
         outputs += [
             "results/tables/steering.csv",

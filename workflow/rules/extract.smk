@@ -9,6 +9,8 @@ rule extract:
         directory("results/activations/{model}/{dataset}.zarr"),
     log:
         "results/logs/extract/{model}/{dataset}.log",
+    wildcard_constraints:
+        model=names_pattern(CFG.models),
     priority: 2
     conda:
         CONDA_ENV

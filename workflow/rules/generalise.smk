@@ -29,7 +29,7 @@ rule generalise:
 
 rule generalisation_table:
     input:
-        expand("results/tables/generalization/{model}.csv", model=CFG.models),
+        expand("results/tables/generalization/{model}.csv", model=CFG.probed),
     output:
         "results/tables/generalization.csv",
     log:

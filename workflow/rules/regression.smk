@@ -4,9 +4,15 @@
 
 rule regress:
     input:
-        stores=lambda w: [store(w.model, d) for d in CFG.targets],
-        datasets=expand("results/datasets/{dataset}.parquet", dataset=CFG.targets),
-        ratings=lambda w: [f"results/ratings/{w.model}/{d}.parquet" for d in CFG.rated],
+        stores=lambda w: [store(w.model, d) for d in regression_targets(w.model)],
+        datasets=lambda w: [
+            f"results/datasets/{d}.parquet" for d in regression_targets(w.model)
+        ],
+        ratings=lambda w: [
+            f"results/ratings/{w.model}/{d}.parquet"
+            for d in CFG.rated
+            if w.model in CFG.models
+        ],
     output:
         probes=directory("results/regression/{model}"),
         table="results/tables/regression/{model}.csv",
@@ -18,7 +24,7 @@ rule regress:
     resources:
         **job_resources("regress"),
     params:
-        targets={d: list(t) for d, t in CFG.targets.items()},
+        targets=lambda w: regression_targets(w.model),
         train_k=list(CFG.regression.train_k),
     script:
         ENTRY
@@ -26,8 +32,8 @@ rule regress:
 
 rule regression_tables:
     input:
-        tables=expand("results/tables/regression/{model}.csv", model=CFG.models),
-        heldout=expand("results/tables/heldout/{model}.csv", model=CFG.models),
+        tables=expand("results/tables/regression/{model}.csv", model=regressed()),
+        heldout=expand("results/tables/heldout/{model}.csv", model=regressed()),
     output:
         table="results/tables/regression.csv",
         heldout="results/tables/heldout.csv",

@@ -1,0 +1,46 @@
+# Text-only baselines: each dataset's statements embedded by a sentence-embedding model and
+# stored like activations (one layer, 0), so that train, generalise, regress and crosslabels
+# probe a baseline as they probe a model. Runs the embedding model (on CPU).
+
+
+def baseline_params(name):
+    b = CFG.baselines[name]
+    own = b.run_model(CFG.models)
+    if own is None:
+        source = b.model
+    elif model_files(own.name):
+        source = model_files(own.name)[0]
+    else:
+        source = own.source
+    return {
+        "name": name,
+        "source": source,
+        "run_model": None if own is None else own.name,
+        "batch_size": b.batch_size,
+        "n_positions": len(CFG.layers),
+    }
+
+
+rule embed:
+    input:
+        dataset="results/datasets/{dataset}.parquet",
+        model=lambda w: (
+            model_files(CFG.baselines[w.model].model)
+            if CFG.baselines[w.model].run_model(CFG.models)
+            else []
+        ),
+    output:
+        directory("results/activations/{model}/{dataset}.zarr"),
+    log:
+        "results/logs/embed/{model}/{dataset}.log",
+    wildcard_constraints:
+        model=names_pattern(CFG.baselines),
+    priority: 2
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("embed"),
+    params:
+        baseline=lambda w: baseline_params(w.model),
+    script:
+        ENTRY

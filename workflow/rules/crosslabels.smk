@@ -1,0 +1,61 @@
+# AB against AA: ridge probes on every model's (and text baseline's) activations for every
+# model's own labels (its answer margins; its self-ratings on rated datasets), paired by row
+# hash and scored out of fold on the `test` rows; one job per dataset (a new model's labels
+# change every row of it). No model runs here.
+
+
+def crosslabel_inputs(w):
+    kinds = CFG.crosslabels.labels
+    return {
+        "stores": [store(m, w.dataset) for m in CFG.probed],
+        "dataset": f"results/datasets/{w.dataset}.parquet",
+        "answers": (
+            [f"results/effects/{m}/{w.dataset}/answer.parquet" for m in CFG.models]
+            if "margin" in kinds
+            else []
+        ),
+        "ratings": (
+            [f"results/ratings/{m}/{w.dataset}.parquet" for m in CFG.models]
+            if "self_rating" in kinds and w.dataset in CFG.rated
+            else []
+        ),
+    }
+
+
+rule crosslabels:
+    input:
+        unpack(crosslabel_inputs),
+    output:
+        "results/crosslabels/{dataset}.csv",
+    log:
+        "results/logs/crosslabels/{dataset}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("crosslabels"),
+    params:
+        folds=CFG.crosslabels.folds,
+    script:
+        ENTRY
+
+
+rule crosslabels_table:
+    input:
+        expand("results/crosslabels/{dataset}.csv", dataset=CFG.datasets),
+    output:
+        table="results/tables/crosslabels.csv",
+        summary="results/tables/crosslabels_summary.csv",
+        figure=report(
+            "results/figures/crosslabels.png",
+            caption="../report/crosslabels.rst",
+            category="AB against AA",
+        ),
+        pdf="results/figures/crosslabels.pdf",
+    log:
+        "results/logs/crosslabels/table.log",
+    conda:
+        CONDA_ENV
+    resources:
+        **job_resources("crosslabels_table"),
+    script:
+        ENTRY
