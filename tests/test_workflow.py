@@ -60,7 +60,10 @@ REDUCED = {
     # control never does): score those cells (the default asks for three).
     "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200, "min_sources": 1},
     "steering": {"alphas": [-0.5, -0.25, 0.0, 0.25, 0.5], "null_directions": 4, "prompts": 48},
+    "baselines": {"text-minilm": {"model": None}},
+    "crosslabels": {"labels": ["margin"], "folds": 5},
 }
+BASELINE = "text-minilm"
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -108,8 +111,10 @@ def test_generalisation_table_and_figures(run):
         "accuracy",
         "recovered_accuracy",
     } <= set(t.columns)
-    assert len(t) == 3 * 2 * 2 * 2 * 2  # models x layers x methods x train x eval
-    for m in REDUCED["models"]:
+    # models x layers x methods x train x eval, and the text baseline's one layer
+    assert len(t) == 3 * 2 * 2 * 2 * 2 + 1 * 2 * 2 * 2
+    assert set(t.loc[t["model"] == BASELINE, "layer"]) == {0}
+    for m in [*REDUCED["models"], BASELINE]:
         assert (run / f"results/figures/generalization_{m}.png").stat().st_size > 10_000
         assert (run / f"results/figures/generalization_{m}.pdf").exists()
 
@@ -288,13 +293,14 @@ def test_regression_probes_predict_their_target(run):
     from crossprobe.regression import r2
 
     t = pd.read_csv(run / "results/tables/regression.csv")
-    assert set(t["model"]) == set(REDUCED["models"])
+    assert set(t["model"]) == {*REDUCED["models"], BASELINE}
     assert set(zip(t["dataset"], t["target"], strict=True)) == {
         ("larger_than", "diff"),
         ("larger_than", "number"),
         ("parity", "number"),
     }
-    assert (t.groupby("model").size() == 3 * 2).all()  # a row per probe and stored layer
+    sizes = t.groupby("model").size()  # a row per probe and stored layer (the baseline: one)
+    assert (sizes.drop(BASELINE) == 3 * 2).all() and sizes[BASELINE] == 3
     trained = t[(t["model"] != "random") & (t["target"] == "diff")]
     assert trained["r2"].max() > 0.8
     df = pd.read_parquet(run / "results/datasets/larger_than.parquet")
@@ -379,3 +385,28 @@ def test_steering_tables(run):
     )
     for name in ("steering.png", "steering_carried.png"):
         assert (run / "results/figures" / name).stat().st_size > 10_000
+
+
+def test_crosslabels_own_answers_beat_another_models(run):
+    """AB against AA on the models' own answer margins: a probe on the untrained control's
+    activations predicts the control's margins far better than a trained model's activations
+    do (their answers differ), and every (activations, labels) cell is there, the text
+    baseline's included, on the same rows."""
+    t = pd.read_csv(run / "results/tables/crosslabels.csv")
+    models = list(REDUCED["models"])
+    assert set(t["activations"]) == {*models, BASELINE} and set(t["labels"]) == set(models)
+    assert set(t["label"]) == {"margin"} and t["n"].nunique() == 1
+    assert len(t) == (len(models) + 1) * len(models) * 2 * 2  # x labels x datasets x positions
+    df = pd.read_parquet(run / "results/datasets/larger_than.parquet")
+    answers = pd.read_parquet(run / "results/effects/random/larger_than/answer.parquet")
+    assert t.loc[t["dataset"] == "larger_than", "n"].iloc[0] <= len(answers)
+    assert t.loc[t["dataset"] == "larger_than", "n"].iloc[0] <= int((df.split == "test").sum())
+    last = t[t["layer_position"] == 1].set_index(["dataset", "activations", "labels"])["r2"]
+    for dataset in ("larger_than", "parity"):
+        own = last[dataset, "random", "random"]
+        for m in ("llama", "gpt2"):
+            assert own > last[dataset, m, "random"] + 0.1, (dataset, m)
+    assert t.loc[t["activations"] == BASELINE, "layer"].eq(0).all()
+    s = pd.read_csv(run / "results/tables/crosslabels_summary.csv")
+    assert set(s["labels"]) == set(models)
+    assert (run / "results/figures/crosslabels.png").stat().st_size > 10_000
