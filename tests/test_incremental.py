@@ -31,6 +31,7 @@ AGGREGATES = {
     "transfer_tables",
     "plot_transfer",
     "steering_tables",
+    "crosslabels_table",
     "all",
 }
 #: One job over every model's probes and maps: it reruns when a probe or a map changes.
@@ -159,6 +160,7 @@ def test_adding_a_model_runs_only_its_jobs(workdir):
             expected |= {_job(r, source=s, target=t) for r in ("align", "correlate")}
             expected |= {_job(r, source=s, target=t) for r in CARRIED_RULES}
     expected.add(_job("correlate", source=new, target=new))
+    expected |= {_job("crosslabels", dataset=d) for d in DATASETS}  # its labels join each
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
 
     assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
@@ -185,6 +187,7 @@ def test_model_change_reruns_only_that_model(workdir):
     for s, t in ((other, changed), (changed, other)):
         expected |= {_job(r, source=s, target=t) for r in ("align", "correlate", *CARRIED_RULES)}
     expected.add(_job("correlate", source=changed, target=changed))
+    expected |= {_job("crosslabels", dataset=d) for d in DATASETS}
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
     assert jobs == expected
 
@@ -194,7 +197,7 @@ def test_adding_a_dataset_keeps_existing_extraction_and_probes(workdir):
     extra = _write(workdir / "dataset.yaml", {"datasets": {"category": {"builtin": "category"}}})
     jobs, _ = _plan(workdir, extra)
     new = "category"
-    expected = {_job("dataset", dataset=new)}
+    expected = {_job("dataset", dataset=new), _job("crosslabels", dataset=new)}
     for m in MODELS:
         expected |= {_job(r, model=m, dataset=new) for r in MODEL_DATASET_RULES}
         expected.add(_job("generalise", model=m))
@@ -223,6 +226,7 @@ def test_ablated_positions_rerun_the_ablations_only(workdir):
             expected.add(_job("correlate", source=s, target=t))
             if s != t:
                 expected |= {_job(r, source=s, target=t) for r in CARRIED_RULES}
+    expected |= {_job("crosslabels", dataset=d) for d in DATASETS}  # the answer margins
     expected |= {_job(r) for r in AGGREGATES - {"generalisation_table"}}
     assert jobs == expected
 
@@ -236,3 +240,16 @@ def test_steering_doses_rerun_only_the_steering(workdir):
     }
     expected |= {_job("steering_tables"), _job("all")}
     assert jobs == expected
+
+
+def test_adding_a_text_baseline_runs_only_its_jobs(workdir):
+    """A baseline is probed like a model but runs no ablation, map or steering."""
+    extra = _write(workdir / "baseline.yaml", {"baselines": {"text-minilm": {}}})
+    jobs, _ = _plan(workdir, extra)
+    new = "text-minilm"
+    expected = {_job("generalise", model=new)}
+    for d in DATASETS:
+        expected |= {_job(r, model=new, dataset=d) for r in ("embed", "train")}
+        expected.add(_job("crosslabels", dataset=d))
+    expected |= {_job(r) for r in ("generalisation_table", "crosslabels_table", "all")}
+    assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
