@@ -473,3 +473,12 @@ def carry_activations(fmap: Any, x: Float[np.ndarray, "row d_s"]) -> Float[np.nd
     if x.shape[-1] != fmap.d_source:
         raise ValueError(f"activations {x.shape} do not fit map A {fmap.A.shape}")
     return x @ np.asarray(fmap.A, np.float64).T + np.asarray(fmap.b, np.float64)
+
+
+def analysis_rows(
+    key: Mapping[str, Any], cos: Float[np.ndarray, "n n"], names: Sequence[str], behaviour: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """The rows of geometry_behaviour.csv for one geometry (``key``: its model, layer, via...)
+    against one behaviour table: one row per source, then ``pooled``."""
+    result = correlate_sources(source_pairs(cos, names, behaviour))
+    return [{**key, "source": s, **c._asdict()} for s, c in result.items()]
