@@ -1,6 +1,7 @@
 # crossprobe: does a linear probe found in one language model mean the same thing in another?
 # extract -> train -> generalise; rate -> regress (ridge on real-valued targets); align -> ablate ->
-# correlate -> plot; steer (dose-response, within and across models).  See README.md.
+# correlate -> plot; steer (dose-response, within and across models); geometry (conditions'
+# centroids against behaviour).  See README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -30,6 +31,7 @@ include: "workflow/rules/ablate.smk"
 include: "workflow/rules/correlate.smk"
 include: "workflow/rules/similarity.smk"
 include: "workflow/rules/steer.smk"
+include: "workflow/rules/geometry.smk"
 include: "workflow/rules/plot.smk"
 
 
