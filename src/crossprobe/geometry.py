@@ -297,12 +297,16 @@ def jsd_similarity(
     distribution, 0: disjoint supports)."""
     logp, logq = np.asarray(logp, np.float64), np.asarray(logq, np.float64)
     logm = np.logaddexp(logp, logq) - math.log(2.0)
-    p, q = np.exp(logp), np.exp(logq)
-    # p·(log p − log m) is 0 where p is 0 (log p = −inf): mask before multiplying.
-    kl_p = np.where(p > 0, p * (logp - logm), 0.0).sum(-1)
-    kl_q = np.where(q > 0, q * (logq - logm), 0.0).sum(-1)
-    jsd = np.clip(0.5 * (kl_p + kl_q), 0.0, math.log(2.0))
+    jsd = np.clip(0.5 * (_kl_to(logp, logm) + _kl_to(logq, logm)), 0.0, math.log(2.0))
     return 1.0 - jsd / math.log(2.0)
+
+
+def _kl_to(logp: np.ndarray, logm: np.ndarray) -> np.ndarray:
+    """``KL(p ‖ m)`` over the last axis; a term with ``p = 0`` is 0 (never ``0·(−inf)``)."""
+    p = np.exp(logp)
+    diff = np.zeros_like(logp)
+    np.subtract(logp, logm, out=diff, where=p > 0)
+    return (p * diff).sum(-1)
 
 
 def behaviour_matrix(logprobs: Float[np.ndarray, "condition probe vocab"]) -> Float[np.ndarray, "n n"]:
