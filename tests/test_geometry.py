@@ -318,12 +318,24 @@ def _save(folder: Path, model, tok) -> Path:
     return folder
 
 
-def _workflow_config(models, **geometry):
+def _statements(path: Path) -> str:
+    """A small dataset in the tiny tokenizer's words (the maps are fit on its align rows)."""
+    subjects = [f"{d} {n}" for d in ("the", "a") for n in ("cat", "dog", "sky", "sea", "sun",
+                                                             "moon", "tree", "river", "stone")]
+    adjectives = ["blue", "green", "red", "big", "small", "hot", "cold", "wet", "dry", "old", "new"]
+    rows = [(f"{s} {v} {m}{a}", int(a in adjectives[:5]))
+            for s in subjects for v in ("is", "was") for m in ("", "very ", "not ")
+            for a in adjectives]  # fmt: skip
+    pd.DataFrame(rows, columns=["statement", "label"]).to_csv(path, index=False)
+    return str(path)
+
+
+def _workflow_config(models, data=None, **geometry):
     return {
         "models": models,
-        "datasets": {"larger_than": {"builtin": "larger_than"}},
+        "datasets": {"words": {"path": data}} if data else {"larger_than": {"builtin": "larger_than"}},
         "layers": [0, 1],
-        "transfer": {"min_sources": 1},
+        "transfer": {"min_sources": 1, "min_prompts": 20, "allow_unscored": True},
         "steering": {"enabled": False},
         "geometry": {
             "enabled": True,
@@ -343,7 +355,9 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
         "llama": {"path": str(_save(tmp_path / "llama", tiny_llama(seed=1), tiny_tokenizer()))},
         "gpt2": {"path": str(_save(tmp_path / "gpt2", tiny_gpt2(seed=2), tiny_tokenizer()))},
     }
-    (work / "config.yaml").write_text(yaml.safe_dump(_workflow_config(models)))
+    # via_map: the datasets are extracted and aligned for the maps between the two models.
+    cfg = _workflow_config(models, _statements(work / "words.csv"), via_map=True)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"),
            "--directory", str(work), "--configfile", str(work / "config.yaml"), "--cores", "2",
            "geometry"]  # fmt: skip
@@ -352,17 +366,22 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
     assert res.returncode == 0, res.stderr[-6000:]
     assert time.perf_counter() - t0 < 90
     results = work / "results"
-    assert not (results / "activations").exists()  # no dataset was extracted
+    assert not (results / "effects").exists()  # nothing of the transfer stage beyond the maps
     geometry = pd.read_csv(results / "tables/geometry.csv")
     assert set(geometry["model"]) == {"llama", "gpt2"} and len(geometry) == 2 * 2 * 36
     table = pd.read_csv(results / "tables/geometry_behaviour.csv")
-    assert set(table["via"]) == {"own"}
-    # every behaviour model against every geometry model at both layers, 6 sources + pooled
-    assert len(table) == 2 * 2 * 2 * 7
+    # every behaviour model against every geometry model at both layers, 6 sources + pooled;
+    # and each model's activations carried into the other through the maps
+    own, mapped = table[table["via"] == "own"], table[table["via"] == "map"]
+    assert len(own) == 2 * 2 * 2 * 7 and len(mapped) == 2 * 2 * 7
+    assert (mapped["activations_model"] == mapped["behaviour_model"]).all()
+    assert (mapped["geometry_model"] != mapped["behaviour_model"]).all()
+    assert table["spearman"].notna().all()
     pairs = pd.read_csv(results / "tables/geometry_behaviour_values.csv")
     for _, row in table[table["source"] == POOLED].iterrows():
         sub = pairs[(pairs["geometry_model"] == row["geometry_model"])
                     & (pairs["behaviour_model"] == row["behaviour_model"])
+                    & (pairs["via"] == row["via"])
                     & (pairs["layer_position"] == row["layer_position"])]  # fmt: skip
         assert len(sub) == row["n"] == 30
         np.testing.assert_allclose(stats.spearmanr(sub["cosine"], sub["value"])[0], row["spearman"], rtol=1e-5)
@@ -371,7 +390,7 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
     m = behaviour.pivot(index="source", columns="condition", values="value")
     np.testing.assert_allclose(m.to_numpy(), m.T.to_numpy())  # symmetric (NaN diagonal too)
     layers = pd.read_csv(results / "tables/geometry_layers.csv")
-    assert layers.groupby(["geometry_model", "behaviour_model"])["best"].sum().eq(1).all()
+    assert layers.groupby(["geometry_model", "behaviour_model", "via"])["best"].sum().eq(1).all()
     for fig in ("geometry.png", "geometry_behaviour.png"):
         assert (results / "figures" / fig).stat().st_size > 10_000
     cos = geometry[(geometry["model"] == "llama") & (geometry["layer_position"] == 1)]

@@ -1428,7 +1428,12 @@ def geometry_tables(smk: Any) -> None:
             key = {"geometry_model": t, "behaviour_model": s, "via": "map",
                    "activations_model": s, "layer_position": pos, "layer": lt,
                    "activations_layer": ls}  # fmt: skip
-            analyses.append((key, condition_geometry(x, stores[s].labels(), len(names)), behaviours[s]))
+            try:
+                cos = condition_geometry(x, stores[s].labels(), len(names))
+            except ValueError as e:  # a map that sends every condition to one point
+                log.warning("%s -> %s, layers %d -> %d: %s; its rows are NaN", s, t, ls, lt, e)
+                cos = np.full((len(names), len(names)), np.nan)
+            analyses.append((key, cos, behaviours[s]))
     rows, pairs = [], []
     for key, cos, beh in analyses:
         rows += analysis_rows(key, cos, names, beh)

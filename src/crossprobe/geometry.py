@@ -399,12 +399,14 @@ class Correlation(NamedTuple):
 
 def correlation(x: Float[np.ndarray, " k"], y: Float[np.ndarray, " k"]) -> Correlation:
     """Spearman and Pearson between ``x`` and ``y`` with their two-sided p-values (NaN where
-    either is constant or fewer than 3 pairs)."""
+    either is constant or not finite, or with fewer than 3 pairs)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.shape != y.shape:
         raise ValueError(f"x {x.shape} and y {y.shape} differ")
     n = int(x.size)
-    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    if n < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return Correlation(n, math.nan, math.nan, math.nan, math.nan)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         return Correlation(n, math.nan, math.nan, math.nan, math.nan)
     s = stats.spearmanr(x, y)
     r = stats.pearsonr(x, y)
