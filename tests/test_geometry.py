@@ -84,10 +84,14 @@ def test_identical_conditions_are_an_error_not_a_nan():
 def test_an_identity_or_orthogonal_map_keeps_the_geometry():
     x, idx = _planted(n=6, d=8)
     cos = condition_geometry(x, idx, 6)
-    np.testing.assert_allclose(condition_geometry(carry_activations(identity_map(8), x), idx, 6), cos)
+    np.testing.assert_allclose(
+        condition_geometry(carry_activations(identity_map(8), x), idx, 6), cos
+    )
     q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((8, 8)))
     rot = LinearMap("procrustes", q, np.full(8, 5.0), q.T, np.zeros(8), 1.0, 1.0)
-    np.testing.assert_allclose(condition_geometry(carry_activations(rot, x), idx, 6), cos, atol=1e-12)
+    np.testing.assert_allclose(
+        condition_geometry(carry_activations(rot, x), idx, 6), cos, atol=1e-12
+    )
     with pytest.raises(ValueError, match="do not fit"):
         carry_activations(identity_map(4), x)
 
@@ -137,7 +141,9 @@ def test_the_pooled_statistic_is_scipys_on_the_stacked_pairs():
         for j in range(8):
             if i != j:
                 xs.append(cos[i, j])
-                ys.append(table.set_index(["source", "condition"]).loc[(names[i], names[j]), "value"])
+                ys.append(
+                    table.set_index(["source", "condition"]).loc[(names[i], names[j]), "value"]
+                )
     s, r = stats.spearmanr(xs, ys), stats.pearsonr(xs, ys)
     assert res[POOLED].n == 56
     np.testing.assert_allclose(res[POOLED].spearman, s.statistic)
@@ -181,7 +187,9 @@ def test_jsd_similarity_equals_scipy():
     p[0] /= p[0].sum()
     with np.errstate(divide="ignore"):
         got = jsd_similarity(np.log(p), np.log(q))
-    want = 1.0 - np.array([jensenshannon(a, b) ** 2 for a, b in zip(p, q)]) / math.log(2)
+    want = 1.0 - np.array([jensenshannon(a, b) ** 2 for a, b in zip(p, q, strict=True)]) / math.log(
+        2
+    )
     np.testing.assert_allclose(got, want, atol=1e-12)
     np.testing.assert_allclose(jsd_similarity(np.log(q), np.log(q)), 1.0)
     with np.errstate(divide="ignore"):
@@ -197,7 +205,10 @@ def test_the_measured_behaviour_on_a_tiny_model_equals_a_scipy_computation():
                   ("d", "a stone was cold")]  # fmt: skip
     probes = ["is the sun hot", "the tree", "a river"]
     prompts, idx = condition_prompts(conditions, probes, "raw")
-    assert prompts[1] == "the cat is big\n\nthe tree" and idx.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert (
+        prompts[1] == "the cat is big\n\nthe tree"
+        and idx.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    )
     logits = torch.cat(list(last_token_logits(model, tok, prompts, batch_size=5)))
     logp = torch.log_softmax(logits.double(), -1).numpy().reshape(4, 3, -1)
     got = behaviour_matrix(logp)
@@ -320,8 +331,11 @@ def _save(folder: Path, model, tok) -> Path:
 
 def _statements(path: Path) -> str:
     """A small dataset in the tiny tokenizer's words (the maps are fit on its align rows)."""
-    subjects = [f"{d} {n}" for d in ("the", "a") for n in ("cat", "dog", "sky", "sea", "sun",
-                                                             "moon", "tree", "river", "stone")]
+    subjects = [
+        f"{d} {n}"
+        for d in ("the", "a")
+        for n in ("cat", "dog", "sky", "sea", "sun", "moon", "tree", "river", "stone")
+    ]
     adjectives = ["blue", "green", "red", "big", "small", "hot", "cold", "wet", "dry", "old", "new"]
     rows = [(f"{s} {v} {m}{a}", int(a in adjectives[:5]))
             for s in subjects for v in ("is", "was") for m in ("", "very ", "not ")
@@ -333,7 +347,9 @@ def _statements(path: Path) -> str:
 def _workflow_config(models, data=None, **geometry):
     return {
         "models": models,
-        "datasets": {"words": {"path": data}} if data else {"larger_than": {"builtin": "larger_than"}},
+        "datasets": {"words": {"path": data}}
+        if data
+        else {"larger_than": {"builtin": "larger_than"}},
         "layers": [0, 1],
         "transfer": {"min_sources": 1, "min_prompts": 20, "allow_unscored": True},
         "steering": {"enabled": False},
@@ -362,7 +378,9 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
            "--directory", str(work), "--configfile", str(work / "config.yaml"), "--cores", "2",
            "geometry"]  # fmt: skip
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert res.returncode == 0, res.stderr[-6000:]
     assert time.perf_counter() - t0 < 90
     results = work / "results"
@@ -384,7 +402,9 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
                     & (pairs["via"] == row["via"])
                     & (pairs["layer_position"] == row["layer_position"])]  # fmt: skip
         assert len(sub) == row["n"] == 30
-        np.testing.assert_allclose(stats.spearmanr(sub["cosine"], sub["value"])[0], row["spearman"], rtol=1e-5)
+        np.testing.assert_allclose(
+            stats.spearmanr(sub["cosine"], sub["value"])[0], row["spearman"], rtol=1e-5
+        )
     behaviour = pd.read_parquet(results / "geometry/llama/behaviour.parquet")
     assert ((behaviour["value"] > 0) & (behaviour["value"] < 1)).all()
     m = behaviour.pivot(index="source", columns="condition", values="value")

@@ -1400,13 +1400,16 @@ def geometry_tables(smk: Any) -> None:
 
     names = list(smk.params.names)
     stores = {Path(p).parent.name: open_store(p) for p in smk.input.stores}
-    for m, st in stores.items():
+    for st in stores.values():
         if list(st.attrs["conditions"]) != names:
             raise CacheError(f"{st.path}: its conditions are not the run's; rerun geometry_extract")
     own: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
     for m, st in stores.items():
         for pos, layer in enumerate(st.attrs["layers_by_position"]):
-            own[(m, pos)] = (int(layer), condition_geometry(st.layer(int(layer)), st.labels(), len(names)))
+            own[(m, pos)] = (
+                int(layer),
+                condition_geometry(st.layer(int(layer)), st.labels(), len(names)),
+            )
     geometry = pd.concat(
         [geometry_frame(m, pos, layer, names, cos) for (m, pos), (layer, cos) in own.items()],
         ignore_index=True,

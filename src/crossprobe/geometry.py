@@ -126,7 +126,9 @@ def read_conditions(entry: str | Mapping[str, str], key: str) -> tuple[tuple[str
     return out
 
 
-def read_questions(entry: str | Sequence[str], key: str, builtin: tuple[str, ...]) -> tuple[str, ...]:
+def read_questions(
+    entry: str | Sequence[str], key: str, builtin: tuple[str, ...]
+) -> tuple[str, ...]:
     """Questions from config: ``builtin``, an inline list, or a file (YAML list, or text with
     one question per line)."""
     if isinstance(entry, str) and entry == BUILTIN:
@@ -270,7 +272,9 @@ def condition_geometry(
     return cosine_matrix(normalised_centroids(centroids(x, condition, n)))
 
 
-def geometry_frame(model: str, layer_position: int, layer: int, names: Sequence[str], cos: Any) -> pd.DataFrame:
+def geometry_frame(
+    model: str, layer_position: int, layer: int, names: Sequence[str], cos: Any
+) -> pd.DataFrame:
     """The cosine matrix in long form (every ordered pair, the diagonal included)."""
     n = len(names)
     a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
@@ -309,7 +313,9 @@ def _kl_to(logp: np.ndarray, logm: np.ndarray) -> np.ndarray:
     return (p * diff).sum(-1)
 
 
-def behaviour_matrix(logprobs: Float[np.ndarray, "condition probe vocab"]) -> Float[np.ndarray, "n n"]:
+def behaviour_matrix(
+    logprobs: Float[np.ndarray, "condition probe vocab"],
+) -> Float[np.ndarray, "n n"]:
     """``behaviour(s, c)``: :func:`jsd_similarity` averaged over the probe prompts, for every
     ordered pair of conditions (symmetric, diagonal 1)."""
     n = logprobs.shape[0]
@@ -482,7 +488,10 @@ def carry_activations(fmap: Any, x: Float[np.ndarray, "row d_s"]) -> Float[np.nd
 
 
 def analysis_rows(
-    key: Mapping[str, Any], cos: Float[np.ndarray, "n n"], names: Sequence[str], behaviour: pd.DataFrame
+    key: Mapping[str, Any],
+    cos: Float[np.ndarray, "n n"],
+    names: Sequence[str],
+    behaviour: pd.DataFrame,
 ) -> list[dict[str, Any]]:
     """The rows of geometry_behaviour.csv for one geometry (``key``: its model, layer, via...)
     against one behaviour table: one row per source, then ``pooled``."""

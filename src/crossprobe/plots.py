@@ -407,7 +407,9 @@ def plot_steering_carried(table: pd.DataFrame, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_geometry(geometry: pd.DataFrame, model: str, layer_position: int, path: str | Path) -> None:
+def plot_geometry(
+    geometry: pd.DataFrame, model: str, layer_position: int, path: str | Path
+) -> None:
     """Clustered heatmap (average linkage on 1 − cosine) of one model's condition cosines at
     one layer position."""
     from scipy.cluster.hierarchy import linkage
@@ -437,9 +439,7 @@ def plot_geometry(geometry: pd.DataFrame, model: str, layer_position: int, path:
 def plot_geometry_behaviour(pairs: pd.DataFrame, table: pd.DataFrame, path: str | Path) -> None:
     """Cosine to the source against behaviour, one row of panels per model (its own geometry
     and its own behaviour), one panel per layer, one colour per source with its ρ."""
-    mask = (
-        (pairs["geometry_model"] == pairs["behaviour_model"]) & (pairs["via"] == "own")
-    )
+    mask = (pairs["geometry_model"] == pairs["behaviour_model"]) & (pairs["via"] == "own")
     own = pairs[mask]
     tmask = (table["geometry_model"] == table["behaviour_model"]) & (table["via"] == "own")
     stats_ = table[tmask].set_index(["geometry_model", "layer_position", "source"])

@@ -211,7 +211,9 @@ def geometry_tables_input(wildcards):
         "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in geometry_pairs()],
     }
     if g.measured:
-        inputs["behaviour"] = [f"results/geometry/{m}/behaviour.parquet" for m in CFG.models]
+        inputs["behaviour"] = [
+            f"results/geometry/{m}/behaviour.parquet" for m in CFG.models
+        ]
     else:
         inputs["behaviour"] = [g.behaviour]
     return inputs
