@@ -292,6 +292,8 @@ def test_other_geometry_config_errors(tmp_path):
     _fails(_cfg(conditions={"x": "a", "y": "b", "z": "c"}), "geometry.conditions", "at least 4")
     _fails(_cfg(prompt_format={"c": "chat"}), "geometry.prompt_format", "'c'")
     _fails(_cfg(figure_layer=5), "geometry.figure_layer")
+    _fails(_cfg(models=["a", "zz"]), "geometry.models", "'zz'")
+    assert validate_config(_cfg(models=["b"]), inputs=False).geometry.models == ("b",)
     _fails(_cfg(conditions=str(tmp_path / "none.yaml")), "geometry.conditions", "does not exist")
     _fails(_cfg(colour="red"), "geometry", "colour")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({f"p{i}": f"text {i}" for i in range(5)}))

@@ -215,6 +215,8 @@ class GeometryOptions:
 
     enabled: bool = False
     """Run the geometry stages (false leaves them out of the run)."""
+    models: tuple[str, ...] = ()
+    """The models the geometry stages run on (every model of the run unless the key names some)."""
     conditions: tuple[tuple[str, str], ...] = ()
     """(name, text) of each condition: a system prompt, or a prefix of raw text."""
     questions: tuple[str, ...] = ()
@@ -443,15 +445,22 @@ def _geometry(entry: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> Geom
     )
 
     cs = conditions_set(entry["conditions"], entry["questions"], entry["probe_questions"])
+    chosen = tuple(entry["models"] or models)
+    not_run = sorted(set(chosen) - set(models))
+    if not_run:
+        raise ConfigError(
+            f"geometry.models: {not_run} are not models of this run ({', '.join(models)})"
+        )
     unknown = sorted(set(entry["prompt_format"]) - set(models))
     if unknown:
         raise ConfigError(
             f"geometry.prompt_format: {unknown} are not models of this run ({', '.join(models)})"
         )
     behaviour, owner = entry["behaviour"], entry["behaviour_model"]
-    if owner is not None and owner not in models:
+    if owner is not None and owner not in chosen:
         raise ConfigError(
-            f"geometry.behaviour_model: {owner!r} is not a model of this run ({', '.join(models)})"
+            f"geometry.behaviour_model: {owner!r} is not a model of the study "
+            f"(geometry.models: {', '.join(chosen)})"
         )
     if behaviour != MEASURED:
         where = f"geometry.behaviour ({behaviour})"
@@ -461,7 +470,7 @@ def _geometry(entry: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> Geom
                 f"source, condition, value, or `{MEASURED}`"
             )
         table = read_behaviour_table(behaviour)
-        check_behaviour_table(table, [n for n, _ in cs.conditions], where, models)
+        check_behaviour_table(table, [n for n, _ in cs.conditions], where, chosen)
         if "model" not in table.columns and owner is None:
             raise ConfigError(
                 f"{where}: the table has no `model` column; name the model it describes with "
@@ -475,6 +484,7 @@ def _geometry(entry: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> Geom
         )
     return GeometryOptions(
         enabled=True,
+        models=chosen,
         conditions=cs.conditions,
         questions=cs.questions,
         probe_questions=cs.probe_questions,
@@ -796,7 +806,8 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
 def _check_geometry_format(spec: ModelSpec, run: RunConfig) -> None:
     """A model that the geometry stages prompt through its chat template has one (checked
     where the tokenizer is on this machine; otherwise by the job)."""
-    if not run.geometry.enabled or run.geometry.format_for(spec) != "chat":
+    g = run.geometry
+    if not g.enabled or spec.name not in g.models or g.format_for(spec) != "chat":
         return
     info = _model_info(spec, run)
     if info.prompt_check is not None and info.chat_template is None:
@@ -934,7 +945,8 @@ def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
 
 
 def _formats(spec: ModelSpec, run: RunConfig) -> set[str]:
-    geometry = {run.geometry.format_for(spec)} if run.geometry.enabled else set()
+    g = run.geometry
+    geometry = {g.format_for(spec)} if g.enabled and spec.name in g.models else set()
     return {spec.format_for(ds) for ds in run.datasets.values()} | geometry
 
 

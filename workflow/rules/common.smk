@@ -201,18 +201,20 @@ def geometry_params(model, questions):
 
 def geometry_pairs():
     """Ordered (behaviour model, geometry model) pairs carried through the maps."""
-    return CFG.pairs if CFG.geometry.via_map else []
+    if not CFG.geometry.via_map:
+        return []
+    return [(s, t) for s, t in CFG.pairs if {s, t} <= set(CFG.geometry.models)]
 
 
 def geometry_tables_input(wildcards):
     g = CFG.geometry
     inputs = {
-        "stores": [f"results/geometry/{m}/activations.zarr" for m in CFG.models],
+        "stores": [f"results/geometry/{m}/activations.zarr" for m in g.models],
         "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in geometry_pairs()],
     }
     if g.measured:
         inputs["behaviour"] = [
-            f"results/geometry/{m}/behaviour.parquet" for m in CFG.models
+            f"results/geometry/{m}/behaviour.parquet" for m in g.models
         ]
     else:
         inputs["behaviour"] = [g.behaviour]

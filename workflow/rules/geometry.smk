@@ -67,7 +67,7 @@ rule geometry_tables:
     resources:
         **job_resources("geometry_tables"),
     params:
-        models=list(CFG.models),
+        models=list(CFG.geometry.models),
         names=CFG.geometry.names,
         behaviour=CFG.geometry.behaviour,
         behaviour_model=CFG.geometry.behaviour_model,
