@@ -37,6 +37,7 @@ from crossprobe.geometry import (
     layer_sensitivity,
     normalised_centroids,
     source_pairs,
+    word_overlap,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,12 @@ def test_an_identity_or_orthogonal_map_keeps_the_geometry():
     )
     with pytest.raises(ValueError, match="do not fit"):
         carry_activations(identity_map(4), x)
+
+
+def test_word_overlap_is_the_jaccard_index_of_lower_case_words():
+    got = word_overlap(["The cat, the dog.", "a Dog and a cat", "fish"])
+    # {the, cat, dog} and {a, dog, and, cat}: 2 shared of 5
+    np.testing.assert_allclose(got, [[1, 2 / 5, 0], [2 / 5, 1, 0], [0, 0, 1]])
 
 
 # --------------------------------------------------------------------------------- statistics
@@ -397,6 +404,8 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
     assert (mapped["activations_model"] == mapped["behaviour_model"]).all()
     assert (mapped["geometry_model"] != mapped["behaviour_model"]).all()
     assert table["spearman"].notna().all()
+    words = table[table["via"] == "words"]  # the wording baseline, once per behaviour model
+    assert len(words) == 2 * 7 and set(words["layer"]) == {-1}
     pairs = pd.read_csv(results / "tables/geometry_behaviour_values.csv")
     for _, row in table[table["source"] == POOLED].iterrows():
         sub = pairs[(pairs["geometry_model"] == row["geometry_model"])

@@ -1389,12 +1389,14 @@ def geometry_tables(smk: Any) -> None:
     from crossprobe.errors import CacheError
     from crossprobe.geometry import (
         TABLE_COLUMNS,
+        WORDS_KEY,
         analysis_rows,
         carry_activations,
         condition_geometry,
         geometry_frame,
         layer_sensitivity,
         source_pairs,
+        word_overlap,
     )
     from crossprobe.plots import plot_geometry, plot_geometry_behaviour
 
@@ -1437,6 +1439,9 @@ def geometry_tables(smk: Any) -> None:
                 log.warning("%s -> %s, layers %d -> %d: %s; its rows are NaN", s, t, ls, lt, e)
                 cos = np.full((len(names), len(names)), np.nan)
             analyses.append((key, cos, behaviours[s]))
+    texts = list(next(iter(stores.values())).attrs["condition_texts"])
+    for a, beh in behaviours.items():  # the baseline that knows only the wording
+        analyses.append(({**WORDS_KEY, "behaviour_model": a}, word_overlap(texts), beh))
     rows, pairs = [], []
     for key, cos, beh in analyses:
         rows += analysis_rows(key, cos, names, beh)

@@ -479,6 +479,27 @@ def layer_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
     return out.assign(best=rank.astype(bool))
 
 
+def word_overlap(texts: Sequence[str]) -> Float[np.ndarray, "n n"]:
+    """Jaccard similarity of the conditions' sets of lower-case words: a baseline that knows
+    only the wording (if it predicts the behaviour as well as the geometry does, the geometry
+    adds nothing the texts did not say)."""
+    import re
+
+    words = [set(re.findall(r"[a-z0-9']+", t.lower())) for t in texts]
+    n = len(words)
+    out = np.ones((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            union = words[i] | words[j]
+            out[i, j] = out[j, i] = len(words[i] & words[j]) / len(union) if union else 1.0
+    return out
+
+
+#: The key of the word-overlap baseline's rows (no model, no layer).
+WORDS_KEY = {"geometry_model": "words", "via": "words", "activations_model": "",
+             "layer_position": -1, "layer": -1, "activations_layer": -1}  # fmt: skip
+
+
 def carry_activations(fmap: Any, x: Float[np.ndarray, "row d_s"]) -> Float[np.ndarray, "row d_t"]:
     """Activations of the map's source model in its target's space: ``A·x + b`` per row."""
     x = np.asarray(x, np.float64)
