@@ -427,3 +427,14 @@ def test_workflow_geometry_targets_on_tiny_local_models(tmp_path):
     cos = geometry[(geometry["model"] == "llama") & (geometry["layer_position"] == 1)]
     assert np.allclose(cos[cos["condition_a"] == cos["condition_b"]]["cosine"], 1.0)
     assert cosine_matrix(np.eye(2)).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_every_geometry_rule_has_a_resource_estimate():
+    from crossprobe.resources import Sizer, load_cluster
+
+    run = validate_config(_cfg(), inputs=False)
+    sizer = Sizer(run, load_cluster())
+    for rule in ("geometry_extract", "geometry_behaviour"):
+        job = sizer.resources(rule, {"model": "a"})
+        assert job.gpu is not None and job.runtime > 0 and job.mem_mb > 0
+    assert sizer.resources("geometry_tables", {}).gpu is None
