@@ -438,3 +438,23 @@ def test_every_geometry_rule_has_a_resource_estimate():
         job = sizer.resources(rule, {"model": "a"})
         assert job.gpu is not None and job.runtime > 0 and job.mem_mb > 0
     assert sizer.resources("geometry_tables", {}).gpu is None
+
+
+def test_a_user_table_is_read_per_behaviour_model(tmp_path):
+    from types import SimpleNamespace
+
+    from crossprobe.entry import _behaviours
+
+    names = _names(4)
+    path = _user_table(tmp_path, names)
+    smk = SimpleNamespace(
+        params=SimpleNamespace(behaviour=path, behaviour_model="a"),
+        input=SimpleNamespace(behaviour=[path]),
+    )
+    got = _behaviours(smk)
+    assert list(got) == ["a"] and len(got["a"]) == 12
+    df = pd.read_csv(path).assign(model=["a"] * 6 + ["b"] * 6)
+    df.to_parquet(tmp_path / "two.parquet")
+    smk.input.behaviour = [str(tmp_path / "two.parquet")]
+    smk.params.behaviour = str(tmp_path / "two.parquet")
+    assert {m: len(t) for m, t in _behaviours(smk).items()} == {"a": 6, "b": 6}
