@@ -2,7 +2,7 @@
 # extract -> train -> generalise; rate -> regress (ridge on real-valued targets); align -> ablate ->
 # correlate -> plot; steer (dose-response, within and across models); embed (text-only baselines,
 # probed like a model); crosslabels (probes on each model's activations for every model's own
-# labels).  See README.md.
+# labels); geometry (conditions' centroids against behaviour).  See README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -34,6 +34,7 @@ include: "workflow/rules/correlate.smk"
 include: "workflow/rules/similarity.smk"
 include: "workflow/rules/crosslabels.smk"
 include: "workflow/rules/steer.smk"
+include: "workflow/rules/geometry.smk"
 include: "workflow/rules/plot.smk"
 
 

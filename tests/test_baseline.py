@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _tiny import tiny_model, tiny_tokenizer
 from transformers import AutoModel, LlamaConfig
 
 from crossprobe.baseline import bundled_model_path, embed_rows, embed_texts, load_embedder
 from crossprobe.config import validate_config
 from crossprobe.errors import ConfigError
-
-from _tiny import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,9 @@ def test_bundled_model_is_sentence_transformers_own_encoding(minilm):
 
 
 def test_bundled_model_places_paraphrases_closer_than_unrelated_text(minilm):
-    x = embed_texts(minilm, ["A cat sits on the mat.", "A kitten is sitting on a rug.", "GDP grew."])
+    x = embed_texts(
+        minilm, ["A cat sits on the mat.", "A kitten is sitting on a rug.", "GDP grew."]
+    )
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     assert x[0] @ x[1] > x[0] @ x[2] + 0.3
 

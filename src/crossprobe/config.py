@@ -236,6 +236,44 @@ class CrossLabelOptions:
 
 
 @dataclass(frozen=True)
+class GeometryOptions:
+    """The condition-geometry study (``geometry``; :mod:`crossprobe.geometry`)."""
+
+    enabled: bool = False
+    """Run the geometry stages (false leaves them out of the run)."""
+    models: tuple[str, ...] = ()
+    """The models the geometry stages run on (every model of the run unless the key names some)."""
+    conditions: tuple[tuple[str, str], ...] = ()
+    """(name, text) of each condition: a system prompt, or a prefix of raw text."""
+    questions: tuple[str, ...] = ()
+    """The questions every condition is crossed with; the centroids average over them."""
+    probe_questions: tuple[str, ...] = ()
+    """Questions for the measured behaviour, disjoint from ``questions``."""
+    behaviour: str = "measured"
+    """``measured`` (the built-in JSD similarity, from each model's logits) or a table's path."""
+    behaviour_model: str | None = None
+    """The model a user's table (without a ``model`` column) describes."""
+    prompt_format: Mapping[str, Literal["raw", "chat"]] = field(default_factory=dict)
+    """Prompt format per model; a model not named takes its own ``prompt_format``, else raw."""
+    via_map: bool = True
+    """Also carry each model's activations into every other model through the pair's maps."""
+    figure_layer: int | None = None
+    """Position in the layer list of the clustered heatmap's layer; None: the middle one."""
+
+    @property
+    def measured(self) -> bool:
+        return self.behaviour == "measured"
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.conditions]
+
+    def format_for(self, spec: ModelSpec) -> Literal["raw", "chat"]:
+        """The prompt format ``spec`` gets in the geometry stages."""
+        return self.prompt_format.get(spec.name) or spec.prompt_format or "raw"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated configuration of one run."""
 
@@ -256,6 +294,8 @@ class RunConfig:
     def probed(self) -> list[str]:
         """Everything probes are fit on: the models, then the text baselines."""
         return [*self.models, *self.baselines]
+
+    geometry: GeometryOptions = field(default_factory=GeometryOptions)
 
     @property
     def targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -431,11 +471,76 @@ def validate_config(
         steering=steering,
         baselines=baselines,
         crosslabels=crosslabels,
+        geometry=_geometry(_with_defaults(top["geometry"], props["geometry"]), models),
     )
     _check_baselines(run)
     if inputs:
         check_inputs(run)
     return run
+
+
+def _geometry(entry: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> GeometryOptions:
+    """``geometry`` resolved (conditions and questions read) and checked, when enabled; a user
+    behaviour table is read and checked against the conditions here, before any job."""
+    if not entry["enabled"]:
+        return GeometryOptions()
+    from crossprobe.geometry import (
+        MEASURED,
+        check_behaviour_table,
+        conditions_set,
+        read_behaviour_table,
+    )
+
+    cs = conditions_set(entry["conditions"], entry["questions"], entry["probe_questions"])
+    chosen = tuple(entry["models"] or models)
+    not_run = sorted(set(chosen) - set(models))
+    if not_run:
+        raise ConfigError(
+            f"geometry.models: {not_run} are not models of this run ({', '.join(models)})"
+        )
+    unknown = sorted(set(entry["prompt_format"]) - set(models))
+    if unknown:
+        raise ConfigError(
+            f"geometry.prompt_format: {unknown} are not models of this run ({', '.join(models)})"
+        )
+    behaviour, owner = entry["behaviour"], entry["behaviour_model"]
+    if owner is not None and owner not in chosen:
+        raise ConfigError(
+            f"geometry.behaviour_model: {owner!r} is not a model of the study "
+            f"(geometry.models: {', '.join(chosen)})"
+        )
+    if behaviour != MEASURED:
+        where = f"geometry.behaviour ({behaviour})"
+        if not Path(behaviour).is_file():
+            raise ConfigError(
+                f"{where}: the file does not exist; give a CSV or Parquet table with columns "
+                f"source, condition, value, or `{MEASURED}`"
+            )
+        table = read_behaviour_table(behaviour)
+        check_behaviour_table(table, [n for n, _ in cs.conditions], where, chosen)
+        if "model" not in table.columns and owner is None:
+            raise ConfigError(
+                f"{where}: the table has no `model` column; name the model it describes with "
+                "geometry.behaviour_model"
+            )
+    n_layers = len(next(iter(models.values())).layers) if models else 0
+    fig = entry["figure_layer"]
+    if fig is not None and not -n_layers <= fig < n_layers:
+        raise ConfigError(
+            f"geometry.figure_layer: {fig} is not a position in the {n_layers}-entry layer list"
+        )
+    return GeometryOptions(
+        enabled=True,
+        models=chosen,
+        conditions=cs.conditions,
+        questions=cs.questions,
+        probe_questions=cs.probe_questions,
+        behaviour=str(behaviour),
+        behaviour_model=owner,
+        prompt_format=dict(entry["prompt_format"]),
+        via_map=bool(entry["via_map"]),
+        figure_layer=fig,
+    )
 
 
 def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, ...]) -> ModelSpec:
@@ -663,6 +768,7 @@ def check_inputs(run: RunConfig) -> None:
     for model in run.models.values():
         try:
             _check_model(model, run)
+            _check_geometry_format(model, run)
         except ConfigError as e:
             errors.append(str(e))
     if errors:
@@ -775,6 +881,20 @@ def _check_model(spec: ModelSpec, run: RunConfig) -> None:
                     + "; ".join(problems)
                     + "."
                 )
+
+
+def _check_geometry_format(spec: ModelSpec, run: RunConfig) -> None:
+    """A model that the geometry stages prompt through its chat template has one (checked
+    where the tokenizer is on this machine; otherwise by the job)."""
+    g = run.geometry
+    if not g.enabled or spec.name not in g.models or g.format_for(spec) != "chat":
+        return
+    info = _model_info(spec, run)
+    if info.prompt_check is not None and info.chat_template is None:
+        raise ConfigError(
+            f"geometry.prompt_format: chat needs a chat template, and {spec.name}'s tokenizer "
+            f"has none; give {spec.name} raw there"
+        )
 
 
 def _check_rating(spec: ModelSpec, ds: DatasetSpec, info: _ModelInfo) -> None:
@@ -905,7 +1025,9 @@ def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
 
 
 def _formats(spec: ModelSpec, run: RunConfig) -> set[str]:
-    return {spec.format_for(ds) for ds in run.datasets.values()}
+    g = run.geometry
+    geometry = {g.format_for(spec)} if g.enabled and spec.name in g.models else set()
+    return {spec.format_for(ds) for ds in run.datasets.values()} | geometry
 
 
 def _raw_prompt_check(path: Path) -> Any:

@@ -37,6 +37,8 @@ GPU_RULES: dict[str, str] = {
     "rate": "model",
     "steer_self": "model",
     "steer_carried": "target",
+    "geometry_extract": "model",
+    "geometry_behaviour": "model",
 }
 CPU_RULES: tuple[str, ...] = (
     "convert",
@@ -56,6 +58,7 @@ CPU_RULES: tuple[str, ...] = (
     "embed",
     "crosslabels",
     "crosslabels_table",
+    "geometry_tables",
 )
 
 #: The size assumed for a text baseline's embedding model when it is not one of the run's models
@@ -541,6 +544,13 @@ class Sizer:
             rows = self.rows(w["dataset"])
             forward_passes = rows
             data = rows * 16.0
+        elif rule in ("geometry_extract", "geometry_behaviour"):  # one pass per prompt
+            g = self.cfg.geometry
+            questions = g.questions if rule == "geometry_extract" else g.probe_questions
+            forward_passes = len(g.conditions) * len(questions)
+            # activations of every layer, or the whole vocabulary's log-probabilities
+            width = n_layers * fp.d_model if rule == "geometry_extract" else fp.vocab
+            data = forward_passes * width * 8.0
         elif rule in ("steer_self", "steer_carried"):
             st = self.cfg.steering
             datasets = [w["dataset"]] if rule == "steer_self" else list(self.cfg.datasets)

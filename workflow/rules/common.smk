@@ -212,7 +212,53 @@ def all_outputs():
             "results/figures/steering.png",
             "results/figures/steering_carried.png",
         ]
+    outputs += geometry_outputs()
     return outputs
+
+
+def geometry_params(model, questions):
+    """What a geometry job of ``model`` depends on: the conditions, the questions it asks
+    (``questions`` or ``probe_questions``) and the model's prompt format there."""
+    g = CFG.geometry
+    return {
+        "conditions": [list(c) for c in g.conditions],
+        "questions": list(getattr(g, questions)),
+        "prompt_format": g.format_for(CFG.models[model]),
+    }
+
+
+def geometry_pairs():
+    """Ordered (behaviour model, geometry model) pairs carried through the maps."""
+    if not CFG.geometry.via_map:
+        return []
+    return [(s, t) for s, t in CFG.pairs if {s, t} <= set(CFG.geometry.models)]
+
+
+def geometry_tables_input(wildcards):
+    g = CFG.geometry
+    inputs = {
+        "stores": [f"results/geometry/{m}/activations.zarr" for m in g.models],
+        "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in geometry_pairs()],
+    }
+    if g.measured:
+        inputs["behaviour"] = [
+            f"results/geometry/{m}/behaviour.parquet" for m in g.models
+        ]
+    else:
+        inputs["behaviour"] = [g.behaviour]
+    return inputs
+
+
+def geometry_outputs():
+    if not CFG.geometry.enabled:
+        return []
+    return [
+        "results/tables/geometry.csv",
+        "results/tables/geometry_behaviour.csv",
+        "results/tables/geometry_layers.csv",
+        "results/figures/geometry.png",
+        "results/figures/geometry_behaviour.png",
+    ]
 
 
 def dataset_input(wildcards):
