@@ -494,6 +494,8 @@ def plot_crosslabels(table: pd.DataFrame, path: str | Path) -> None:
         "Whose internals, whose labels: out-of-fold R² of ridge probes (outlined: own labels)",
         fontsize=10,
     )
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def plot_geometry(
