@@ -118,3 +118,17 @@ def test_unknown_crosslabel_kind_is_a_schema_error(default):
     cfg["crosslabels"] = {"labels": ["preference"]}
     with pytest.raises(ConfigError, match="crosslabels"):
         validate_config(cfg, inputs=False)
+
+
+def test_the_shipped_second_configs_are_valid(default):
+    """configs/geometry-zoo.yaml merges onto the default config; configs/real.yaml names both
+    text baselines, one of them a model of the run."""
+    cfg = {**default, **yaml.safe_load((ROOT / "configs/geometry-zoo.yaml").read_text())}
+    run = validate_config(cfg, inputs=False)
+    assert run.geometry.enabled and len(run.geometry.conditions) == 12
+    real_cfg = yaml.safe_load((ROOT / "configs/real.yaml").read_text())
+    for name in ("smollm2-135m", "gemma-3-270m"):
+        real_cfg["models"][name] = {"path": "org/" + name}  # the files are not needed here
+    real = validate_config(real_cfg, inputs=False)
+    assert real.baselines["text-smollm2"].run_model(real.models).name == "smollm2-135m"
+    assert real.baselines["text-minilm"].model is None
