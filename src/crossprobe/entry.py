@@ -259,6 +259,21 @@ def convert(smk: Any) -> None:
     )
 
 
+def _store_model_attrs(
+    spec: ModelSpec, model: Any, n_layers: int, by_pos: list[int]
+) -> dict[str, Any]:
+    """What an activation store records of the model that wrote it."""
+    return {
+        "model": spec.name,
+        "model_source": spec.source,
+        "revision": spec.revision,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "n_layers": n_layers,
+        "layer_spec": list(spec.layers),
+        "layers_by_position": by_pos,
+    }
+
+
 def extract(smk: Any) -> None:
     """Residual-stream activations of one model on one dataset, into a Zarr store."""
     from crossprobe.cache import write_store
@@ -276,13 +291,7 @@ def extract(smk: Any) -> None:
     by_pos = layers_by_position(spec, n_layers)
     layers = list(dict.fromkeys(by_pos))
     attrs = {
-        "model": spec.name,
-        "model_source": spec.source,
-        "revision": spec.revision,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "n_layers": n_layers,
-        "layer_spec": list(spec.layers),
-        "layers_by_position": by_pos,
+        **_store_model_attrs(spec, model, n_layers, by_pos),
         "position": smk.params.position,
         "positions": smk.params.positions,
         "dataset": ds.name,
@@ -1418,13 +1427,7 @@ def geometry_extract(smk: Any) -> None:
     by_pos = layers_by_position(spec, n_layers)
     layers = list(dict.fromkeys(by_pos))
     attrs = {
-        "model": spec.name,
-        "model_source": spec.source,
-        "revision": spec.revision,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "n_layers": n_layers,
-        "layer_spec": list(spec.layers),
-        "layers_by_position": by_pos,
+        **_store_model_attrs(spec, model, n_layers, by_pos),
         "position": "last",
         "prompt_format": g["prompt_format"],
         "conditions": [n for n, _ in g["conditions"]],
