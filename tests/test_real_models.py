@@ -60,6 +60,9 @@ def run(tmp_path_factory) -> Path:
             "min_sources": 1,
         },
         "steering": {"alphas": [-0.5, 0.0, 0.5], "null_directions": 2, "prompts": 12},
+        # A text baseline from a real model of the run: SmolLM2's converted folder, mean-pooled.
+        "baselines": {"text-smollm2": {"model": "smollm2"}},
+        "crosslabels": {"labels": ["margin", "self_rating"], "folds": 3},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(work)
@@ -202,3 +205,30 @@ def test_steering_on_real_models(run):
         ("gemma3", "smollm2"),
     }
     assert np.isfinite(c["slope_target"]).all()
+
+
+def test_text_baseline_from_a_real_model_and_crosslabels(run):
+    """SmolLM2's mean-pooled last hidden state of each bare statement, stored like activations
+    and equal to a masked mean recomputed with transformers; and the AB-against-AA table with
+    both real models' margins and self-ratings."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from crossprobe.cache import open_store
+
+    store = open_store(run / "results/activations/text-smollm2/cities.zarr")
+    assert store.layers == [0] and store.attrs["model"] == "text-smollm2"
+    df = pd.read_parquet(run / "results/datasets/cities.parquet")
+    folder = run / "results/models/smollm2"
+    tok, lm = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    for row in (0, 7):
+        ids = tok(df["statement"].iloc[row], return_tensors="pt")
+        with torch.no_grad():
+            ref = lm(**ids).last_hidden_state[0].mean(dim=0).numpy()
+        np.testing.assert_allclose(store.layer(0, np.array([row]))[0], ref, rtol=1e-3, atol=1e-3)
+    g = pd.read_csv(run / "results/tables/generalization.csv")
+    assert "text-smollm2" in set(g["model"])
+    t = pd.read_csv(run / "results/tables/crosslabels.csv")
+    assert set(t["activations"]) == {"smollm2", "gemma3", "text-smollm2"}
+    assert set(t["label"]) == {"margin", "self_rating"}
+    assert set(t["labels"]) == {"smollm2", "gemma3"} and t["r2"].notna().all()
