@@ -50,10 +50,11 @@ def test_a_causal_lm_is_mean_pooled_over_its_real_tokens(tmp_path):
     model, tok = tiny_model(LlamaConfig), tiny_tokenizer()
     model.save_pretrained(folder)
     tok.pad_token = None  # as many causal LMs ship: the embedder pads with end of sequence
+    tok.padding_side = "left"  # as SmolLM2's does: the embedder pads on the right instead
     tok.save_pretrained(folder)
     emb = load_embedder(folder, mean_pool=True)
-    texts = ["the cat is big", "paris is the capital of france"]
-    got = embed_texts(emb, texts, batch_size=2)
+    texts = ["the cat is big", "paris is the capital of france", "the sky"]
+    got = embed_texts(emb, texts, batch_size=3)
     base = AutoModel.from_pretrained(folder).eval()
     ref = []
     for t in texts:  # one at a time: no padding at all

