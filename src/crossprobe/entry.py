@@ -1289,13 +1289,11 @@ def embed(smk: Any) -> None:
     _torch_threads()
     b = smk.params.baseline
     df = read_dataset(smk.input.dataset)
+    name = b["source"] or DEFAULT_MODEL  # None: the bundled copy of all-MiniLM-L6-v2
     with _timed("load"):
-        if b["source"] is None:
-            source, name = str(bundled_model_path()), DEFAULT_MODEL
-            embedder = load_embedder(source)
-        else:
-            source, name = b["source"], b["source"]
-            embedder = load_embedder(source, mean_pool=b["run_model"] is not None)
+        embedder = load_embedder(
+            b["source"] or bundled_model_path(), mean_pool=b["run_model"] is not None
+        )
     texts = df["statement"].astype(str).tolist()
     dim = int(embedder.get_embedding_dimension())
     log.info("%s: %d statements with %s (%d dimensions)", b["name"], len(texts), name, dim)
