@@ -1,7 +1,8 @@
 """Entry points of the workflow's rules: each reads its inputs, calls the science, writes outputs.
 
-Every rule runs ``workflow/scripts/entry.py``, which calls ``run(snakemake)``; ``run`` looks up
-the function named after the rule. Functions here only translate between files and the typed
+Every rule's ``run:`` block calls ``entry(...)`` (``workflow/rules/common.smk``), which hands the
+job to ``crossprobe.launch``; that calls ``run(job)``, and ``run`` looks up the function named
+after the rule. Functions here only translate between files and the typed
 functions of the other modules.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -51,23 +53,35 @@ def _logging_to(path: str | None) -> Iterator[None]:
             root.removeHandler(handler)
 
 
-def run(smk: Any) -> None:
+def run(smk: Any, startup: float | None = None) -> None:
     """Run the entry point named after ``smk.rule`` with its log redirected.
 
     The last log line is a JSON record of where the job's time went (``timings``): process
     start-up and imports before the job, heavy imports inside it, model loading, and the rest
-    (compute and I/O). ``benchmarks/bench_workflow.py`` adds these up over a run.
+    (compute and I/O). ``benchmarks/bench_workflow.py`` adds these up over a run. ``startup``
+    is the seconds the job took to start where the caller measured them (a forked job), else
+    this process's age.
     """
     fn: Callable[[Any], None] = ENTRY_POINTS[smk.rule]
     with _logging_to(smk.log[0] if len(smk.log) else None):
         _THREADS[0] = max(1, int(smk.threads))
-        started = _process_age()
+        started = _process_age() if startup is None else startup
         t0 = time.perf_counter()
-        log.info("crossprobe %s: rule %s, wildcards %s", __version__, smk.rule, dict(smk.wildcards))
+        log.info(
+            "crossprobe %s: rule %s, wildcards %s, process %d",
+            __version__,
+            smk.rule,
+            dict(smk.wildcards),
+            os.getpid(),
+        )
         if smk.rule in MODEL_RULES:
             with _timed("imports"):
                 import crossprobe.models  # noqa: F401  (torch and transformers)
-        fn(smk)
+        try:
+            fn(smk)
+        except BaseException:
+            log.exception("rule %s failed", smk.rule)
+            raise
         total = time.perf_counter() - t0
         log.info("done in %.2f s", total)
         work = total - TIMINGS["imports"] - TIMINGS["load"]

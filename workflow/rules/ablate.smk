@@ -13,16 +13,14 @@ rule ablate_self:
         answer="results/effects/{model}/{dataset}/answer.parquet",
     log:
         "results/logs/ablate/{model}/{dataset}/self.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("ablate_self"),
     params:
         model=model_params,
         dataset=dataset_params,
         transfer=transfer_params,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule ablate_carried:
@@ -35,16 +33,14 @@ rule ablate_carried:
         "results/effects/{target}/from_{source}.parquet",
     log:
         "results/logs/ablate/{target}/from_{source}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("ablate_carried"),
     params:
         model=lambda w: model_params(w, w.target),
         datasets=lambda w: {d: dataset_dict(spec) for d, spec in CFG.datasets.items()},
         transfer=transfer_params,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 # Each model's own answer on its test rows: the AUROC of its margin, beside its probes'.
@@ -59,9 +55,7 @@ rule answers_table:
         "results/tables/answers.csv",
     log:
         "results/logs/ablate/answers_table.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("answers_table"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

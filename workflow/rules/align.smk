@@ -9,11 +9,9 @@ rule align:
         "results/maps/{source}/{target}.safetensors",
     log:
         "results/logs/align/{source}/{target}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("align"),
     params:
         method=CFG.transfer.map,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

@@ -36,11 +36,9 @@ rule embed:
     wildcard_constraints:
         model=names_pattern(CFG.baselines),
     priority: 2
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("embed"),
     params:
         baseline=lambda w: baseline_params(w.model),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

@@ -7,9 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
-
-ENTRY = "../scripts/entry.py"
-CONDA_ENV = "../../envs/crossprobe.yaml"
+from crossprobe.launch import Job, run_job  # noqa: E402
 
 
 wildcard_constraints:
@@ -31,6 +29,15 @@ def validated_config(config):
         for warning in scoring_warnings(run):
             print(f"crossprobe: warning: {warning}", file=sys.stderr)
     return run
+
+
+def entry(rule, input, output, params, wildcards, threads, log):
+    """Every rule's `run:` block: the entry point named after the rule (crossprobe.entry), in a
+    process forked from the run's preloaded forkserver when Snakemake schedules the job in its
+    own threads (local runs), else in the process Snakemake started for the job (SLURM).
+    """
+    job = Job(rule, input, output, params, wildcards, threads, log)
+    run_job(job, fork=workflow.is_main_process)
 
 
 def model_params(wildcards, name=None):

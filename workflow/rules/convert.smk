@@ -10,11 +10,9 @@ rule convert:
     log:
         "results/logs/convert/{model}.log",
     priority: 3
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("convert"),
     params:
         model=model_params,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

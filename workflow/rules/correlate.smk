@@ -11,12 +11,10 @@ rule correlate:
         prompts="results/effects/cells/{source}/{target}.parquet",
     log:
         "results/logs/correlate/{source}/{target}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("correlate"),
     params:
         datasets=list(CFG.datasets),
         transfer=lambda w: correlate_params(),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

@@ -29,14 +29,12 @@ rule crosslabels:
         "results/crosslabels/{dataset}.csv",
     log:
         "results/logs/crosslabels/{dataset}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("crosslabels"),
     params:
         folds=CFG.crosslabels.folds,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule crosslabels_table:
@@ -53,9 +51,7 @@ rule crosslabels_table:
         pdf="results/figures/crosslabels.pdf",
     log:
         "results/logs/crosslabels/table.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("crosslabels_table"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

@@ -8,12 +8,10 @@ rule dataset:
         "results/datasets/{dataset}.parquet",
     log:
         "results/logs/dataset/{dataset}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("dataset"),
     params:
         dataset=dataset_params,
         splits=CFG.splits,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

@@ -12,8 +12,6 @@ rule extract:
     wildcard_constraints:
         model=names_pattern(CFG.models),
     priority: 2
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("extract"),
     params:
@@ -22,5 +20,5 @@ rule extract:
         position=CFG.position,
         # Which positions the mean averages; the last token's read does not depend on it.
         positions=CFG.transfer.positions if CFG.position == "mean" else "all",
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

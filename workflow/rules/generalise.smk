@@ -19,12 +19,10 @@ rule generalise:
     log:
         "results/logs/generalise/{model}.log",
     priority: 2
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("generalise"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule generalisation_table:
@@ -35,9 +33,7 @@ rule generalisation_table:
     log:
         "results/logs/generalise/table.log",
     priority: 2
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("generalisation_table"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

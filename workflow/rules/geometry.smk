@@ -11,15 +11,13 @@ rule geometry_extract:
         directory("results/geometry/{model}/activations.zarr"),
     log:
         "results/logs/geometry/{model}/extract.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("geometry_extract"),
     params:
         model=model_params,
         geometry=lambda w: geometry_params(w.model, "questions"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule geometry_behaviour:
@@ -29,15 +27,13 @@ rule geometry_behaviour:
         "results/geometry/{model}/behaviour.parquet",
     log:
         "results/logs/geometry/{model}/behaviour.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("geometry_behaviour"),
     params:
         model=model_params,
         geometry=lambda w: geometry_params(w.model, "probe_questions"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule geometry_tables:
@@ -62,8 +58,6 @@ rule geometry_tables:
         scatter_pdf="results/figures/geometry_behaviour.pdf",
     log:
         "results/logs/geometry/tables.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("geometry_tables"),
     params:
@@ -73,8 +67,8 @@ rule geometry_tables:
         behaviour_model=CFG.geometry.behaviour_model,
         pairs=geometry_pairs(),
         figure_layer=CFG.geometry.figure_layer,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 # `snakemake geometry`: the study's outputs alone (with via_map false, no dataset is touched).

@@ -18,8 +18,6 @@ rule transfer_tables:
         probebench=directory("results/probebench"),
     log:
         "results/logs/plot/transfer_tables.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("transfer_tables"),
     params:
@@ -27,8 +25,8 @@ rule transfer_tables:
         min_prompts=CFG.transfer.min_prompts,
         min_sources=CFG.transfer.min_sources,
         controls=CFG.controls,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule plot_transfer:
@@ -75,11 +73,9 @@ rule plot_transfer:
         ),
     log:
         "results/logs/plot/transfer.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("plot_transfer"),
     params:
         models=list(CFG.models),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

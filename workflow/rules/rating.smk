@@ -11,12 +11,10 @@ rule rate:
         "results/ratings/{model}/{dataset}.parquet",
     log:
         "results/logs/rate/{model}/{dataset}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("rate"),
     params:
         model=model_params,
         dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

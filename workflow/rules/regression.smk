@@ -19,15 +19,13 @@ rule regress:
         heldout="results/tables/heldout/{model}.csv",
     log:
         "results/logs/regression/{model}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("regress"),
     params:
         targets=lambda w: regression_targets(w.model),
         train_k=list(CFG.regression.train_k),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule regression_tables:
@@ -45,9 +43,7 @@ rule regression_tables:
         pdf="results/figures/regression.pdf",
     log:
         "results/logs/regression/tables.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("regression_tables"),
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

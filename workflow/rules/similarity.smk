@@ -26,12 +26,10 @@ rule similarity:
         pdf="results/figures/similarity.pdf",
     log:
         "results/logs/similarity.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("similarity"),
     params:
         models=list(CFG.models),
         pairs=CFG.pairs,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

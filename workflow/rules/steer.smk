@@ -10,8 +10,6 @@ rule steer_self:
         "results/steering/{model}/{dataset}/self.parquet",
     log:
         "results/logs/steer/{model}/{dataset}/self.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("steer_self"),
     params:
@@ -19,8 +17,8 @@ rule steer_self:
         dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
         transfer=transfer_params,
         steering=steering_params,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule steer_carried:
@@ -30,8 +28,6 @@ rule steer_carried:
         "results/steering/{target}/from_{source}.parquet",
     log:
         "results/logs/steer/{target}/from_{source}.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("steer_carried"),
     params:
@@ -39,8 +35,8 @@ rule steer_carried:
         datasets=lambda w: {d: rated_dataset_dict(s) for d, s in CFG.datasets.items()},
         transfer=transfer_params,
         steering=steering_params,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)
 
 
 rule steering_tables:
@@ -70,13 +66,11 @@ rule steering_tables:
         carried_pdf="results/figures/steering_carried.pdf",
     log:
         "results/logs/steer/tables.log",
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("steering_tables"),
     params:
         bootstrap=CFG.transfer.bootstrap,
         ci=CFG.transfer.ci,
         seed=CFG.transfer.seed,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

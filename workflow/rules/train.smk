@@ -10,12 +10,10 @@ rule train:
     log:
         "results/logs/train/{model}/{dataset}.log",
     priority: 2
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("train"),
     params:
         probes=list(CFG.probes),
         logreg_c=CFG.logreg_c,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

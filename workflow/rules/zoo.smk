@@ -10,8 +10,6 @@ rule zoo:
     log:
         "results/logs/zoo/{model}.log",
     priority: 3
-    conda:
-        CONDA_ENV
     resources:
         **job_resources("zoo"),
     params:
@@ -21,5 +19,5 @@ rule zoo:
         splits=CFG.splits,
         groups=zoo_split_groups,
         base=zoo_base_source,
-    script:
-        ENTRY
+    run:
+        entry(rule, input, output, params, wildcards, threads, log)

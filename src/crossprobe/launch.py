@@ -1,0 +1,108 @@
+"""How a rule's job runs: in a process forked from a server that imported torch once.
+
+Every rule's ``run:`` block calls ``entry(...)`` (``workflow/rules/common.smk``), which packs the
+job into a :class:`Job` and calls :func:`run_job`.
+
+- In the Snakemake process that schedules local jobs (``force-use-threads`` in
+  ``profiles/default``, so that ``run:`` blocks run in its threads), each job runs in its own
+  process, forked from a multiprocessing *forkserver* that imported :data:`PRELOAD` (numpy,
+  pandas, torch, transformers, scikit-learn, matplotlib, sentence-transformers) once for the
+  whole run. A job then starts in milliseconds instead of paying 4-5 s of interpreter start-up
+  and imports, and still has a process of its own: its torch threads, random state, memory and
+  failures are its own, as with one interpreter per job. The forkserver imports torch but never
+  initialises CUDA, so GPU jobs forked from it start CUDA themselves.
+- In a job that Snakemake started as a process of its own (a SLURM job, or a local run whose
+  profile does not force threads), the job runs in that process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any
+
+#: Modules the forkserver imports before it forks any job (a module that fails to import is
+#: skipped by multiprocessing, and the job imports it itself, as it would anyway). Every child
+#: of a multiprocessing server re-runs the parent's main script (as ``__mp_main__``); the
+#: scheduler's is Snakemake's console script, which imports ``snakemake.cli`` and with it every
+#: executor plugin (seconds each time, more where a SLURM client waits for its controller), so
+#: that module is preloaded and the re-run costs nothing. (Listing ``"__main__"`` here would
+#: not help: the forkserver of Python 3.11 is never told the main script's path.)
+PRELOAD: tuple[str, ...] = (
+    "snakemake.cli",
+    "crossprobe.entry",
+    "crossprobe.models",
+    "crossprobe.ablate",
+    "crossprobe.steer",
+    "crossprobe.extract",
+    "crossprobe.probes",
+    "crossprobe.transfer",
+    "crossprobe.plots",
+    "crossprobe.zoo",
+    "sklearn.linear_model",
+    "sentence_transformers",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What an entry point reads of a Snakemake job (the attributes of a script's ``snakemake``)."""
+
+    rule: str
+    input: Any
+    output: Any
+    params: Any
+    wildcards: Any
+    threads: int
+    log: Any
+
+
+class JobFailed(RuntimeError):
+    """A job's process exited with an error (its traceback is in its log and on stderr)."""
+
+
+_LOCK = threading.Lock()
+_CONTEXT: list[BaseContext] = []
+
+
+def _forkserver() -> BaseContext:
+    """The run's forkserver context, created once (Snakemake calls jobs from several threads)."""
+    with _LOCK:
+        if not _CONTEXT:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(list(PRELOAD))
+            _CONTEXT.append(ctx)
+        return _CONTEXT[0]
+
+
+def run_job(job: Job, *, fork: bool) -> None:
+    """Run ``job``'s entry point: in a process forked from the forkserver (``fork``), or here."""
+    if not fork:
+        from crossprobe.entry import run
+
+        run(job)
+        return
+    proc = _forkserver().Process(
+        target=_child, args=(job, os.getcwd(), time.time()), name=f"crossprobe-{job.rule}", daemon=True
+    )
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        where = f" (log: {job.log[0]})" if len(job.log) else ""
+        raise JobFailed(
+            f"rule {job.rule} {dict(job.wildcards)}: its process exited with code "
+            f"{proc.exitcode}{where}"
+        )
+
+
+def _child(job: Job, cwd: str, submitted: float) -> None:
+    """The forked job: the scheduler's working directory, then the rule's entry point (its
+    start-up is the time since the scheduler asked for the process)."""
+    os.chdir(cwd)
+    from crossprobe.entry import run
+
+    run(job, startup=time.time() - submitted)
