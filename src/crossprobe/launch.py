@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -86,17 +87,35 @@ def run_job(job: Job, *, fork: bool) -> None:
 
         run(job)
         return
-    proc = _forkserver().Process(
-        target=_child, args=(job, os.getcwd(), time.time()), name=f"crossprobe-{job.rule}", daemon=True
-    )
-    proc.start()
-    proc.join()
-    if proc.exitcode != 0:
+    code = run_forked(_child, (job, os.getcwd(), time.time()), name=f"crossprobe-{job.rule}")
+    if code != 0:
         where = f" (log: {job.log[0]})" if len(job.log) else ""
         raise JobFailed(
-            f"rule {job.rule} {dict(job.wildcards)}: its process exited with code "
-            f"{proc.exitcode}{where}"
+            f"rule {job.rule} {dict(job.wildcards)}: its process exited with code {code}{where}"
         )
+
+
+#: Held while a process starts and while its exit code is read. Starting a process polls every
+#: other live child of this process (``multiprocessing.process._cleanup``), and a forkserver
+#: child's exit code is four bytes read once from its pipe: unguarded, the thread that joins a
+#: job and the thread that starts the next one can both read that pipe, and the loser records
+#: the end of the pipe as exit code 255 for a job that succeeded.
+_EXIT_CODES = threading.Lock()
+
+
+def run_forked(target: Any, args: tuple, *, name: str) -> int:
+    """Run ``target(*args)`` in a process forked from the forkserver and return its exit code
+    (safe from several threads at once)."""
+    proc = _forkserver().Process(target=target, args=args, name=name, daemon=True)
+    with _EXIT_CODES:
+        proc.start()
+    wait([proc.sentinel])  # until it ends, without holding the lock
+    with _EXIT_CODES:
+        proc.join()
+        code = proc.exitcode
+    proc.close()
+    assert code is not None
+    return code
 
 
 def _child(job: Job, cwd: str, submitted: float) -> None:
