@@ -44,15 +44,15 @@ test: setup real-models
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks workflow/scripts
-	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/mypy src
 	$(BIN)/snakemake --lint --cores 1
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks workflow/scripts
-	$(BIN)/ruff check --fix src tests benchmarks workflow/scripts
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 check: lint test

@@ -25,7 +25,11 @@ from crossprobe.launch import Job, JobFailed, run_forked, run_job
 def _dataset_job(tmp_path: Path, name: str, builtin: str = "parity") -> Job:
     spec = asdict(
         DatasetSpec(
-            name=name, builtin=builtin, path=None, template="{statement}", answers=(" True", " False")
+            name=name,
+            builtin=builtin,
+            path=None,
+            template="{statement}",
+            answers=(" True", " False"),
         )
     )
     spec.pop("targets")
@@ -64,7 +68,9 @@ def test_forked_job_runs_in_the_callers_working_directory(tmp_path, monkeypatch)
     """Relative paths (Snakemake's) resolve against the scheduler's directory, not the server's."""
     monkeypatch.chdir(tmp_path)
     job = _dataset_job(tmp_path, "rel")
-    job = Job(**{**job.__dict__, "output": Namedlist(["sub/rel.parquet"]), "log": Namedlist(["rel.log"])})
+    job = Job(
+        **{**job.__dict__, "output": Namedlist(["sub/rel.parquet"]), "log": Namedlist(["rel.log"])}
+    )
     run_job(job, fork=True)
     assert (tmp_path / "sub" / "rel.parquet").is_file()
     assert (tmp_path / "rel.log").is_file()

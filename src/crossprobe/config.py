@@ -933,14 +933,15 @@ def _sample_prompt(ds: DatasetSpec) -> str:
 
 def tokenizer_prompt_check(tok: Any) -> Any:
     """Prompt checks with a loaded transformers tokenizer (exact: it renders and encodes)."""
-    from crossprobe.prompts import end_token_ids, format_prompts, prompt_problems
+    from crossprobe.prompts import PromptFormat, end_token_ids, format_prompts, prompt_problems
 
     ends = end_token_ids(tok)
 
     def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
         from crossprobe.prompts import SAMPLE_STATEMENT
 
-        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, fmt, ds.system_prompt)[0]
+        chosen: PromptFormat = "chat" if fmt == "chat" else "raw"
+        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, chosen, ds.system_prompt)[0]
         ids = tok(text)["input_ids"]
         bare = tok(text, add_special_tokens=False)["input_ids"]
         return prompt_problems(text, ids, bare, answers, ends if fmt == "chat" else [])

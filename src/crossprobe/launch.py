@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from multiprocessing.context import BaseContext
+from multiprocessing.context import ForkServerContext
 from typing import Any
 
 #: Modules the forkserver imports before it forks any job (a module that fails to import is
@@ -67,10 +67,10 @@ class JobFailed(RuntimeError):
 
 
 _LOCK = threading.Lock()
-_CONTEXT: list[BaseContext] = []
+_CONTEXT: list[ForkServerContext] = []
 
 
-def _forkserver() -> BaseContext:
+def _forkserver() -> ForkServerContext:
     """The run's forkserver context, created once (Snakemake calls jobs from several threads)."""
     with _LOCK:
         if not _CONTEXT:

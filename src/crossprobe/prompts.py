@@ -46,14 +46,15 @@ def render_chat(
     prompt on; a leading ``bos_token`` is dropped when the tokenizer adds one itself."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template(
+    # Annotated ``-> str`` in transformers, it returns (rendered texts, generation indices).
+    result: Any = render_jinja_template(
         conversations=[chat_messages(user, system_prompt)],
         chat_template=chat_template,
         add_generation_prompt=True,
         bos_token=bos_token or "",
         eos_token=eos_token or "",
     )
-    text = rendered[0]
+    text: str = result[0][0]
     if adds_bos and bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
     return text

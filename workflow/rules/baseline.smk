@@ -3,24 +3,6 @@
 # probe a baseline as they probe a model. Runs the embedding model (on CPU).
 
 
-def baseline_params(name):
-    b = CFG.baselines[name]
-    own = b.run_model(CFG.models)
-    if own is None:
-        source = b.model
-    elif model_files(own.name):
-        source = model_files(own.name)[0]
-    else:
-        source = own.source
-    return {
-        "name": name,
-        "source": source,
-        "run_model": None if own is None else own.name,
-        "batch_size": b.batch_size,
-        "n_positions": len(CFG.layers),
-    }
-
-
 rule embed:
     input:
         dataset="results/datasets/{dataset}.parquet",

@@ -290,3 +290,49 @@ def correlate_input(w):
         inputs["carried"] = f"results/effects/{w.target}/from_{w.source}.parquet"
         inputs["maps"] = f"results/maps/{w.source}/{w.target}.safetensors"
     return inputs
+
+
+def baseline_params(name):
+    b = CFG.baselines[name]
+    own = b.run_model(CFG.models)
+    if own is None:
+        source = b.model
+    elif model_files(own.name):
+        source = model_files(own.name)[0]
+    else:
+        source = own.source
+    return {
+        "name": name,
+        "source": source,
+        "run_model": None if own is None else own.name,
+        "batch_size": b.batch_size,
+        "n_positions": len(CFG.layers),
+    }
+
+
+def similarity_input(wildcards):
+    inputs = {
+        "probes": [probes_file(m, d) for m in CFG.models for d in CFG.datasets],
+        "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in CFG.pairs],
+    }
+    if CFG.targets:
+        inputs["regression"] = [f"results/regression/{m}" for m in CFG.models]
+    return inputs
+
+
+def crosslabel_inputs(w):
+    kinds = CFG.crosslabels.labels
+    return {
+        "stores": [store(m, w.dataset) for m in CFG.probed],
+        "dataset": f"results/datasets/{w.dataset}.parquet",
+        "answers": (
+            [f"results/effects/{m}/{w.dataset}/answer.parquet" for m in CFG.models]
+            if "margin" in kinds
+            else []
+        ),
+        "ratings": (
+            [f"results/ratings/{m}/{w.dataset}.parquet" for m in CFG.models]
+            if "self_rating" in kinds and w.dataset in CFG.rated
+            else []
+        ),
+    }

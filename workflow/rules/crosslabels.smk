@@ -4,24 +4,6 @@
 # change every row of it). No model runs here.
 
 
-def crosslabel_inputs(w):
-    kinds = CFG.crosslabels.labels
-    return {
-        "stores": [store(m, w.dataset) for m in CFG.probed],
-        "dataset": f"results/datasets/{w.dataset}.parquet",
-        "answers": (
-            [f"results/effects/{m}/{w.dataset}/answer.parquet" for m in CFG.models]
-            if "margin" in kinds
-            else []
-        ),
-        "ratings": (
-            [f"results/ratings/{m}/{w.dataset}.parquet" for m in CFG.models]
-            if "self_rating" in kinds and w.dataset in CFG.rated
-            else []
-        ),
-    }
-
-
 rule crosslabels:
     input:
         unpack(crosslabel_inputs),

@@ -2,16 +2,6 @@
 # between each source probe carried through the maps and the target's own probes. No model runs.
 
 
-def similarity_input(wildcards):
-    inputs = {
-        "probes": [probes_file(m, d) for m in CFG.models for d in CFG.datasets],
-        "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in CFG.pairs],
-    }
-    if CFG.targets:
-        inputs["regression"] = [f"results/regression/{m}" for m in CFG.models]
-    return inputs
-
-
 rule similarity:
     input:
         unpack(similarity_input),
