@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from crossprobe.io import atomic_path  # noqa: E402
 
@@ -253,7 +255,7 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     """Left: each ridge probe's test R² by layer (one line per model, dataset and target).
     Right: held-one-dataset-out standard R² against mean-adjusted R², one point per held-out
     dataset and layer (the diagonal: no offset between the datasets' means)."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.6))
     # One colour per model, one line style per dataset and target, one marker per layer rank:
     # a run with many models and targets stays legible.
     models = sorted(set(table["model"]) | (set(heldout["model"]) if len(heldout) else set()))
@@ -270,14 +272,20 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
             marker="o",
             color=colour[model],
             ls=style[(dataset, target)],
-            label=f"{model}: {dataset}.{target}",
         )
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("layer (block index)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("R² on test")
     ax.set_title("Ridge probes, in distribution", fontsize=10)
+    # Two short legends outside the axes (colour: model; line style: dataset.target) instead of
+    # one entry per line drawn over the lines.
+    handles = [Line2D([], [], color=colour[m], marker="o", label=m) for m in models]
+    handles += [
+        Line2D([], [], color="black", ls=style[key], label=f"{key[0]}.{key[1]}") for key in probes
+    ]
     if len(table):
-        ax.legend(fontsize=6, loc="best")
+        ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     one_out = heldout[heldout["scheme"] == "hold_one_out"] if len(heldout) else heldout
     if len(one_out):
         rank = {
@@ -289,7 +297,6 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
             bx.scatter(
                 sub["r2"],
                 sub["r2_mean_adjusted"],
-                label=f"{model}, layer {layer}",
                 s=22,
                 color=colour[model],
                 marker=markers[rank[(model, layer)] % len(markers)],
@@ -301,7 +308,13 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
         if lo < -10:  # R² is unbounded below: a symmetric log axis keeps 0..1 readable
             bx.set_xscale("symlog", linthresh=1.0)
             bx.set_yscale("symlog", linthresh=1.0)
-        bx.legend(fontsize=6, loc="best")
+        n_ranks = max(rank.values()) + 1
+        marks = [Line2D([], [], color=colour[m], marker="o", ls="", label=m) for m in models]
+        marks += [
+            Line2D([], [], color="black", marker=markers[i % len(markers)], ls="", label=name)
+            for i, name in enumerate(f"model's layer {i + 1} of {n_ranks}" for i in range(n_ranks))
+        ]
+        bx.legend(handles=marks, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         bx.text(0.5, 0.5, "no target is shared by two datasets", ha="center", va="center")
     bx.set_xlabel("standard R² on the held-out dataset")
