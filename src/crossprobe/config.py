@@ -937,11 +937,10 @@ def tokenizer_prompt_check(tok: Any) -> Any:
 
     ends = end_token_ids(tok)
 
-    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
+    def check(ds: DatasetSpec, fmt: PromptFormat, answers: tuple[str, str]) -> list[str]:
         from crossprobe.prompts import SAMPLE_STATEMENT
 
-        chosen: PromptFormat = "chat" if fmt == "chat" else "raw"
-        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, chosen, ds.system_prompt)[0]
+        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, fmt, ds.system_prompt)[0]
         ids = tok(text)["input_ids"]
         bare = tok(text, add_special_tokens=False)["input_ids"]
         return prompt_problems(text, ids, bare, answers, ends if fmt == "chat" else [])

@@ -278,10 +278,10 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("R² on test")
     ax.set_title("Ridge probes, in distribution", fontsize=10)
-    # Two short legends outside the axes (colour: model; line style: dataset.target) instead of
-    # one entry per line drawn over the lines.
-    handles = [Line2D([], [], color=colour[m], marker="o", label=m) for m in models]
-    handles += [
+    # Short legends outside the axes (colour: model; line style: dataset.target; marker: layer
+    # rank) instead of one entry per line or point drawn over the data.
+    model_marks = [Line2D([], [], color=colour[m], marker="o", ls="", label=m) for m in models]
+    handles = model_marks + [
         Line2D([], [], color="black", ls=style[key], label=f"{key[0]}.{key[1]}") for key in probes
     ]
     if len(table):
@@ -309,10 +309,16 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
             bx.set_xscale("symlog", linthresh=1.0)
             bx.set_yscale("symlog", linthresh=1.0)
         n_ranks = max(rank.values()) + 1
-        marks = [Line2D([], [], color=colour[m], marker="o", ls="", label=m) for m in models]
-        marks += [
-            Line2D([], [], color="black", marker=markers[i % len(markers)], ls="", label=name)
-            for i, name in enumerate(f"model's layer {i + 1} of {n_ranks}" for i in range(n_ranks))
+        marks = model_marks + [
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker=markers[i % len(markers)],
+                ls="",
+                label=f"model's layer {i + 1} of {n_ranks}",
+            )
+            for i in range(n_ranks)
         ]
         bx.legend(handles=marks, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
