@@ -264,14 +264,16 @@ def _encode(
 
 
 def answer_logits(
-    head: torch.nn.Module, h: Float[torch.Tensor, "*rows d"], answers: tuple[int, ...]
-) -> Float[torch.Tensor, "*rows 2"]:
-    """The logits of the two answers (positive, negative) for hidden states ``h``, in float32.
+    head: torch.nn.Module, h: Float[torch.Tensor, "*rows d"], answers: tuple[int, ...] | None
+) -> Float[torch.Tensor, "*rows k"]:
+    """The logits of the answers (positive, negative; ``None``: the whole vocabulary) for
+    hidden states ``h``, in float32.
 
-    For a linear head only its two answer rows are used, in float32; any other head is run as
-    it is and its two answer columns are taken.
+    For a linear head only its answer rows are used, in float32 (a bfloat16 model's head
+    weights are exact in float32, and the products and sums are then float32's); any other
+    head is run as it is and its answer columns are taken.
     """
-    idx = list(answers)
+    idx = slice(None) if answers is None else list(answers)
     if isinstance(head, torch.nn.Linear):
         w = head.weight[idx].to(device=h.device, dtype=torch.float32)
         out = h.to(torch.float32) @ w.T
@@ -312,8 +314,8 @@ def _last_logits(
         return (h[torch.arange(h.shape[0], device=h.device), idx].unsqueeze(1), *args[1:])
 
     def two_answers(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> torch.Tensor:
-        if answers is None:
-            return output.to(torch.float32)
+        if answers is None:  # the whole vocabulary, in float32 also for a bfloat16 model
+            return answer_logits(module, args[0], None)
         return answer_logits(module, args[0], answers)
 
     handles = [

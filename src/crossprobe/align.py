@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from jaxtyping import Bool, Float
@@ -270,3 +270,60 @@ def load_maps_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``meta`` dict given to :func:`save_maps`."""
     with safe_open(str(path), framework="numpy") as f:
         return json.loads((f.metadata() or {})[_META_KEY])
+
+
+# ---------------------------------------------------------------------------------------------
+# What a map does to the length of a direction
+
+#: Random unit directions whose carried lengths are the reference of :func:`carried_length`.
+LENGTH_REFERENCE_DIRECTIONS = 64
+
+
+def reference_length(m: LinearMap, *, k: int = LENGTH_REFERENCE_DIRECTIONS, seed: int = 0) -> float:
+    """The median ``‖A·r‖`` over ``k`` random unit source directions ``r`` (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal((k, m.d_source))
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    return float(np.median(np.linalg.norm(m.carry_direction(r.astype(np.float32)), axis=1)))
+
+
+def carried_length(m: LinearMap, direction: Float[np.ndarray, " d_s"], reference: float) -> float:
+    """``‖A·u‖`` of the unit direction ``u`` along ``direction``, relative to ``reference``
+    (:func:`reference_length` of the same map): 1 means the map carries it as it carries a
+    typical random direction, near 0 that it carries it to (almost) nothing."""
+    d = np.asarray(direction, dtype=np.float64)
+    norm = float(np.linalg.norm(d))
+    if norm == 0.0 or not reference > 0.0:
+        return float("nan")
+    return float(np.linalg.norm(m.carry_direction((d / norm).astype(np.float32))) / reference)
+
+
+class Carried(NamedTuple):
+    """A source direction carried through a map, or a zero vector where it is not carried."""
+
+    vector: Float[np.ndarray, " d_t"]
+    """``A·d_s`` when the map carries it (its relative length at least the floor), else 0."""
+    length: float
+    """The relative carried length (:func:`carried_length`)."""
+    carried: bool
+
+
+def carry(m: LinearMap, direction: Float[np.ndarray, " d_s"], min_length: float) -> Carried:
+    """``A·d_s``, kept only when its relative length reaches ``min_length``.
+
+    A direction the map shrinks to (almost) nothing is not carried: its vector is zero (which
+    ablates and steers nothing, exactly), never the unit vector along numerical noise.
+    """
+    length = carried_length(m, direction, reference_length(m))
+    ok = bool(np.isfinite(length) and length >= min_length)
+    vec = m.carry_direction(np.asarray(direction, dtype=np.float32))
+    return Carried(vec if ok else np.zeros_like(vec), length, ok)
+
+
+def matched_null(m: LinearMap, k: int, *, seed: int) -> Float[np.ndarray, "k d_t"]:
+    """``k`` random unit source directions carried through the map: a null that lies in the
+    map's image, as every carried direction does (the target's own null is isotropic)."""
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal((k, m.d_source))
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    return m.carry_direction(r.astype(np.float32)).astype(np.float32)

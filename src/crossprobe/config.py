@@ -175,9 +175,16 @@ class TransferOptions:
     bootstrap: int = 1000
     ci: float = 0.95
     min_sources: int = 3
-    min_effect_ratio: float = 10.0
-    """An ablation must move the margin this many times a typical random direction's (an
-    order of magnitude) before its cell can beat the null."""
+    min_effect_ratio: float = 2.0
+    """An ablation must move the margin this many times a typical random direction's (and more
+    than 95% of the random directions) before its cell can beat the null."""
+    min_facts: int = 30
+    """Facts (groups) a cell needs to be scored and to beat its null."""
+    min_carried_length: float = 0.1
+    """A carried direction shorter than this, relative to random unit directions through the
+    same map, is not carried: not ablated, not steered, not scored."""
+    matched_null_directions: int = 8
+    """Random source directions carried through the map per layer pair (the map-matched null)."""
     seed: int = 0
 
 
@@ -195,7 +202,7 @@ class SteeringOptions:
 
     enabled: bool = True
     alphas: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
-    """Doses in units of the layer's typical residual norm; 0 is among them."""
+    """Doses in units of the layer's typical spread (median ‖x − mean‖ on train); 0 is among them."""
     null_directions: int = 8
     prompts: int = 64
 

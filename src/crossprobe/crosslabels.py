@@ -20,6 +20,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from crossprobe.errors import ConfigError
+from crossprobe.probes import standard_scale
 from crossprobe.regression import DEFAULT_ALPHAS, regression_scores
 
 LABEL_KINDS = ("margin", "self_rating")
@@ -67,8 +68,7 @@ def _ridge_path(
 ) -> np.ndarray:
     """Ridge predictions ``[alpha, row, label]`` for ``x_new``, fit on ``(x, y)`` with the
     features standardised and an unpenalised intercept (one SVD for every penalty)."""
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
+    mean, scale = x.mean(axis=0), standard_scale(x)  # the σ floor of logreg and ridge
     xs, xn = (x - mean) / scale, (x_new - mean) / scale
     y_mean = y.mean(axis=0)
     u, sv, vt = np.linalg.svd(xs, full_matrices=False)

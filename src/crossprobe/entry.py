@@ -448,13 +448,14 @@ def regress(smk: Any) -> None:
                 raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
             split = store.split()
             tr, te = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+            facts = df["split_key"].to_numpy()
             targets = smk.params.targets[name]
             probes: dict[str, list[Any]] = {target: [] for target, _ in targets}
             for layer in store.layers:  # each layer read once, for every target
                 xtr, xte = store.layer(layer, tr), store.layer(layer, te)
                 for target, column in targets:
                     y = df[column].to_numpy(np.float64)
-                    p = fit_ridge(xtr, y[tr], layer)
+                    p = fit_ridge(xtr, y[tr], layer, groups=facts[tr])
                     meta = {
                         "model": model,
                         "dataset": name,
@@ -469,7 +470,9 @@ def regress(smk: Any) -> None:
                     rows.append(
                         {**meta, "alpha": p.provenance["alpha"], "n_train": len(tr), **scores}
                     )
-                    shared.setdefault((target, layer), {})[name] = (xtr, y[tr], xte, y[te])
+                    shared.setdefault((target, layer), {})[name] = (
+                        xtr, y[tr], xte, y[te], facts[tr]
+                    )  # fmt: skip
                     log.info("%s.%s, layer %d: test R² %.3f", name, target, layer, scores["r2"])
             for target, fitted in probes.items():
                 save_probes(
@@ -604,7 +607,14 @@ def _check_floor(n: int, transfer: dict[str, Any], where: str) -> None:
 
 
 def _effects_frame(rows: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    out = pd.DataFrame({"row": rows["row"].to_numpy(), "row_hash": rows["row_hash"].to_numpy()})
+    """Per prompt: its row, row hash and fact (``split_key``), then ``columns``."""
+    out = pd.DataFrame(
+        {
+            "row": rows["row"].to_numpy(),
+            "row_hash": rows["row_hash"].to_numpy(),
+            "split_key": rows["split_key"].to_numpy(),
+        }
+    )
     return pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
 
 
@@ -760,8 +770,9 @@ def ablate_self(smk: Any) -> None:
 
 
 def ablate_carried(smk: Any) -> None:
-    """Effects in the target of every probe of the source, carried through the pair's maps."""
-    from crossprobe.align import load_maps
+    """Effects in the target of every probe of the source, carried through the pair's maps, and
+    of the map-matched null (random source directions carried through the same maps)."""
+    from crossprobe.align import carry, load_maps, matched_null
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
@@ -777,29 +788,31 @@ def ablate_carried(smk: Any) -> None:
         answers = answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
         probes = load_probes(probe_path)
         batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
-        keys = {
-            lt: [(m, ls) for (m, ls) in sorted(probes) if (ls, lt) in maps]
-            for lt in sorted({lt for _, lt in maps})
-        }
-        directions = {
-            lt: np.stack([maps[(ls, lt)].carry_direction(probes[(m, ls)].direction) for m, ls in k])
-            for lt, k in keys.items()
-            if k
-        }
+        names: dict[int, list[str]] = {}
+        directions: dict[int, list[np.ndarray]] = {}
+        for ls, lt in sorted(maps):
+            fmap = maps[(ls, lt)]
+            for m in sorted(m for m, layer in probes if layer == ls):
+                c = carry(fmap, probes[(m, ls)].direction, transfer["min_carried_length"])
+                names.setdefault(lt, []).append(f"carried:{m}:{ls}:{lt}")
+                directions.setdefault(lt, []).append(c.vector)
+            k = transfer["matched_null_directions"]
+            null = matched_null(fmap, k, seed=transfer["seed"] + ls) if k else []
+            names[lt] += [f"matched:{ls}:{lt}:{j}" for j in range(len(null))]
+            directions[lt] += list(null)
         res = _ablate_layers(
             model,
             tok,
             prompts,
             answers,
-            directions,
+            {lt: np.stack(v).astype(np.float32) for lt, v in directions.items()},
             transfer,
             batch_size,
             f"{spec.name}/{ds.name} from {smk.wildcards.source}",
         )
         columns: dict[str, np.ndarray] = {"clean": res.clean}
         for lt, dm in res.effects.items():
-            for i, (method, ls) in enumerate(keys[lt]):
-                columns[f"carried:{method}:{ls}:{lt}"] = dm[i]
+            columns.update(zip(names[lt], dm, strict=True))
         frames.append(_effects_frame(rows, columns).assign(dataset=ds.name))
         log.info("%s: %d prompts", ds.name, len(prompts))
     _write_parquet(smk.output[0], pd.concat(frames, ignore_index=True))
@@ -817,15 +830,18 @@ def _floor(self_effects: pd.DataFrame, layer: int) -> float:
     return noise_floor(self_effects[col].to_numpy(np.float64) if col in self_effects else None)
 
 
-def _null_effects(self_effects: pd.DataFrame, layer: int) -> np.ndarray:
-    """The model's k random-direction effects at one layer, [k, prompt]."""
-    cols = [c for c in self_effects if c.startswith(f"null:{layer}:")]
-    return np.stack([self_effects[c].to_numpy(np.float64) for c in cols])
+def _null_effects(effects: pd.DataFrame, prefix: str) -> np.ndarray:
+    """The effects of the random directions whose columns start with ``prefix``, [k, prompt]
+    (``null:<layer>:``: the model's own; ``matched:<ls>:<lt>:``: carried through the map)."""
+    cols = [c for c in effects if c.startswith(prefix)]
+    if not cols:
+        return np.empty((0, len(effects)))
+    return np.stack([effects[c].to_numpy(np.float64) for c in cols])
 
 
 def correlate(smk: Any) -> None:
     """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (source, target)."""
-    from crossprobe.align import identity_map, load_maps
+    from crossprobe.align import carried_length, identity_map, load_maps, reference_length
     from crossprobe.cache import open_store
     from crossprobe.errors import CacheError
     from crossprobe.probes import load_probes
@@ -858,7 +874,10 @@ def correlate(smk: Any) -> None:
             fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
             xs, ys = _test_xy(src_store, ls)
             xt, yt = _test_xy(tgt_store, lt)
-            null, src_null = _null_effects(tgt_self, lt), _null_effects(src_fx, ls)
+            null = _null_effects(tgt_self, f"null:{lt}:")
+            src_null = _null_effects(src_fx, f"null:{ls}:")
+            matched = None if fx_t is None else _null_effects(fx_t, f"matched:{ls}:{lt}:")
+            reference = reference_length(fmap)
             for method in sorted({m for m, layer in src_probes if layer == ls}):
                 ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
                 dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
@@ -867,9 +886,14 @@ def correlate(smk: Any) -> None:
                     if fx_t is None
                     else fx_t[f"carried:{method}:{ls}:{lt}"].to_numpy(np.float64)
                 )
+                length = carried_length(fmap, ps.direction, reference)
                 inputs = CellInputs(
                     dm_source=dm_s,
                     dm_target=dm_t,
+                    groups=src_fx["split_key"].to_numpy(),
+                    carried_length=length,
+                    carried=s == t or length >= transfer["min_carried_length"],
+                    dm_matched_null=matched,
                     dm_null=null,
                     dm_source_null=src_null,
                     carried_direction=fmap.carry_direction(ps.direction),
@@ -887,8 +911,10 @@ def correlate(smk: Any) -> None:
                     ci=transfer["ci"],
                     seed=transfer["seed"],
                     min_effect_ratio=transfer["min_effect_ratio"],
+                    min_facts=transfer["min_facts"],
                 )
                 null_rhos = res.pop("_null_rhos")
+                matched_rhos = res.pop("_matched_rhos")
                 key = {
                     "source": s,
                     "target": t,
@@ -899,9 +925,17 @@ def correlate(smk: Any) -> None:
                     "target_layer": lt,
                 }
                 # The min_sources condition needs the whole run: transfer_tables applies it.
-                scored = res["n"] >= scoring_floor(transfer["min_prompts"])
+                scored = (
+                    res["n"] >= scoring_floor(transfer["min_prompts"])
+                    and res["n_facts"] >= transfer["min_facts"]
+                    and res["carried"]
+                )
                 cells.append({**key, **res, "scored": bool(scored)})
-                null_rows += [{**key, "null_index": j, "rho": r} for j, r in enumerate(null_rhos)]
+                null_rows += [
+                    {**key, "null": kind, "null_index": j, "rho": r}
+                    for kind, rhos in (("target", null_rhos), ("matched", matched_rhos))
+                    for j, r in enumerate(rhos)
+                ]
                 prompt_rows.append(
                     pd.DataFrame(
                         {
@@ -1126,6 +1160,7 @@ def _long_responses(
     value. ``keys[layer][k]`` is direction k's (kind, probe, source layer)."""
     frames = []
     hashes = rows["row_hash"].to_numpy()
+    facts = rows["split_key"].to_numpy()
     n = len(hashes)
     for response, (clean, effects) in responses.items():
         for layer, dm in effects.items():
@@ -1143,6 +1178,7 @@ def _long_responses(
                                 "norm": norms[layer],
                                 "alpha": float(alpha),
                                 "row_hash": hashes,
+                                "split_key": facts,
                                 "clean": clean,
                                 "delta": dm[k, j],
                             },
@@ -1161,20 +1197,26 @@ def _steering_probes(probes_path: str, regression: Any, dataset: str) -> dict[tu
     probes = dict(load_probes(probes_path))
     for folder in [regression] if isinstance(regression, str) else regression:
         for path in sorted(Path(folder).glob(f"{dataset}.*.safetensors")):
-            target = path.stem.split(".", 1)[1]
+            # The file's own record says whose it is: a glob on `cities.` also matches
+            # `cities.big.number.safetensors` of a dataset named `cities.big`.
+            meta = json.loads(path.with_suffix(".json").read_text())["meta"]
+            if meta.get("dataset") != dataset:
+                continue
+            target = meta["target"]
             for (_, layer), p in load_probes(path).items():
                 probes[(f"ridge:{target}", layer)] = p
     return probes
 
 
 def _norms(store_path: str, layers: Any) -> dict[int, float]:
-    """Each layer's typical residual norm: the median L2 norm of its `train` activations."""
+    """Each layer's dose unit: the typical spread (median distance from the mean) of its
+    `train` activations."""
     from crossprobe.cache import open_store
-    from crossprobe.steer import typical_norm
+    from crossprobe.steer import typical_spread
 
     store = open_store(store_path)
     rows = np.flatnonzero(store.split() == "train")
-    return {int(layer): typical_norm(store.layer(int(layer), rows)) for layer in layers}
+    return {int(layer): typical_spread(store.layer(int(layer), rows)) for layer in layers}
 
 
 def steer_self(smk: Any) -> None:
@@ -1203,7 +1245,7 @@ def steer_self(smk: Any) -> None:
         directions[layer] = np.concatenate(
             [np.stack([probes[(n, layer)].direction for n in names]), null]
         )
-        log.info("layer %d: typical norm %.4g, %d probes, %d null", layer, norms[layer],
+        log.info("layer %d: typical spread %.4g, %d probes, %d null", layer, norms[layer],
                  len(names), len(null))  # fmt: skip
     responses = _steer_responses(
         model, tok, spec, ds, rows, directions, norms, smk, f"{spec.name}/{ds.name}"
@@ -1217,12 +1259,14 @@ def steer_self(smk: Any) -> None:
 
 
 def steer_carried(smk: Any) -> None:
-    """Dose-response in the target of every probe of the source, carried through the maps."""
-    from crossprobe.align import load_maps
+    """Dose-response in the target of every probe of the source, carried through the maps
+    (a direction the map does not carry is steered as a zero vector and marked so)."""
+    from crossprobe.align import carry, load_maps
     from crossprobe.datasets import read_dataset
 
     spec = _model(smk)
     st = smk.params.steering
+    min_length = smk.params.transfer["min_carried_length"]
     maps = load_maps(smk.input.maps)
     model, tok = _load(spec)
     frames = []
@@ -1232,12 +1276,16 @@ def steer_carried(smk: Any) -> None:
         probes = _steering_probes(smk.input.probes[i], getattr(smk.input, "regression", []), d)
         keys: dict[int, list[tuple[str, str, int]]] = {}
         carried: dict[int, list[np.ndarray]] = {}
+        lengths: list[dict[str, Any]] = []
         for ls, lt in sorted(maps):
             names = sorted(name for name, ly in probes if ly == ls)
             keys.setdefault(lt, []).extend(("probe", n, ls) for n in names)
-            carried.setdefault(lt, []).extend(
-                maps[(ls, lt)].carry_direction(probes[(n, ls)].direction) for n in names
-            )
+            for n in names:
+                c = carry(maps[(ls, lt)], probes[(n, ls)].direction, min_length)
+                carried.setdefault(lt, []).append(c.vector)
+                lengths.append(
+                    {"probe": n, "source_layer": ls, "layer": lt, "carried_length": c.length}
+                )
         directions = {lt: np.stack(v).astype(np.float32) for lt, v in carried.items() if v}
         norms = _norms(smk.input.stores[i], directions)
         responses = _steer_responses(
@@ -1245,7 +1293,9 @@ def steer_carried(smk: Any) -> None:
             f"{spec.name}/{d} from {smk.wildcards.source}",
         )  # fmt: skip
         fixed = {"model": spec.name, "source": smk.wildcards.source, "dataset": d}
-        frames.append(_long_responses(responses, keys, rows, st["alphas"], norms, fixed))
+        frame = _long_responses(responses, keys, rows, st["alphas"], norms, fixed)
+        frame = frame.merge(pd.DataFrame(lengths), on=["probe", "source_layer", "layer"])
+        frames.append(frame.assign(carried=frame["carried_length"] >= min_length))
     _write_parquet(smk.output[0], pd.concat(frames, ignore_index=True))
 
 

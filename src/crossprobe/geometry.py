@@ -112,6 +112,11 @@ def read_conditions(entry: str | Mapping[str, str], key: str) -> tuple[tuple[str
         else:
             raise ConfigError(f"{key}: {entry}: give a .yaml or .csv file, or `builtin`")
     names = [n for n, _ in out]
+    if POOLED in names:
+        raise ConfigError(
+            f"{key}: a condition is named {POOLED!r}, the name of the pooled statistic in "
+            "geometry_behaviour.csv; rename it"
+        )
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"{key}: condition names {dup} appear more than once")
@@ -480,18 +485,20 @@ def layer_sensitivity(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def word_overlap(texts: Sequence[str]) -> Float[np.ndarray, "n n"]:
-    """Jaccard similarity of the conditions' sets of lower-case words: a baseline that knows
+    """Jaccard similarity of the conditions' sets of lower-case words (letters and digits of
+    any script, with inner apostrophes; NaN between two texts without any): a baseline that knows
     only the wording (if it predicts the behaviour as well as the geometry does, the geometry
     adds nothing the texts did not say)."""
     import re
 
-    words = [set(re.findall(r"[a-z0-9']+", t.lower())) for t in texts]
+    words = [set(re.findall(r"[^\W_]+(?:'[^\W_]+)*", t.lower())) for t in texts]
     n = len(words)
     out = np.ones((n, n))
     for i in range(n):
         for j in range(i + 1, n):
             union = words[i] | words[j]
-            out[i, j] = out[j, i] = len(words[i] & words[j]) / len(union) if union else 1.0
+            # Two texts with no words at all share nothing we can count: NaN, not a match.
+            out[i, j] = out[j, i] = len(words[i] & words[j]) / len(union) if union else np.nan
     return out
 
 

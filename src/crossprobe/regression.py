@@ -3,8 +3,8 @@
 A target is a real-valued column of a dataset's table (``datasets.<name>.targets``, e.g.
 ``larger_than``'s ``diff``). A ``ridge`` probe is fitted per (model, dataset, target, layer) on
 the `train` rows: standardised activations (the σ floor of ``logreg``), the ridge penalty
-chosen by cross-validation on `train` alone (scikit-learn's ``RidgeCV``, efficient
-leave-one-out), mapped back to raw space as ``w / σ``. Its direction is its weight, so it is
+chosen by cross-validation on `train` alone (scikit-learn's ``RidgeCV`` over five folds
+grouped by fact), mapped back to raw space as ``w / σ``. Its direction is its weight, so it is
 saved, carried and ablated like every other probe.
 
 Held one dataset out: for every target that several datasets share, a probe is fitted on the
@@ -28,6 +28,9 @@ from crossprobe.errors import ConfigError
 from crossprobe.probes import Probe, standard_scale
 
 #: The ridge penalties cross-validated on `train` (on standardised activations).
+#: Folds (grouped by fact) that choose a ridge probe's penalty.
+CV_FOLDS = 5
+
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 5, 19))
 
 SCORE_COLUMNS = ["n", "r2", "r2_mean_adjusted", "pearson", "spearman"]
@@ -57,11 +60,19 @@ def fit_ridge(
     y: Float[np.ndarray, " row"],
     layer: int,
     *,
+    groups: np.ndarray | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
+    folds: int = CV_FOLDS,
 ) -> Probe:
-    """Ridge regression of ``y`` on standardised ``x``, the penalty chosen by leave-one-out CV
-    on these rows only; the probe predicts ``weight · x + bias`` in the target's units."""
+    """Ridge regression of ``y`` on standardised ``x``, the penalty chosen by cross-validation
+    on these rows only; the probe predicts ``weight · x + bias`` in the target's units.
+
+    With ``groups`` (each row's fact) the folds are grouped (scikit-learn's ``GroupKFold``): a
+    fact's wordings never sit on both sides of a fold, where leave-one-out would let a
+    statement's twin choose too small a penalty. Without, leave-one-out.
+    """
     from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -75,7 +86,12 @@ def fit_ridge(
             "value(s); a regression probe needs at least 3 rows and a non-constant target"
         )
     mean, scale = x.mean(axis=0), standard_scale(x)
-    reg = RidgeCV(alphas=list(alphas)).fit((x - mean) / scale, y)
+    cv = None
+    if groups is not None:
+        k = min(folds, int(np.unique(groups).size))
+        if k >= 2:
+            cv = list(GroupKFold(n_splits=k).split(x, y, groups=np.asarray(groups)))
+    reg = RidgeCV(alphas=list(alphas), cv=cv).fit((x - mean) / scale, y)
     weight = np.asarray(reg.coef_, dtype=np.float64) / scale
     bias = float(reg.intercept_ - weight @ mean)
     probe = Probe("ridge", layer, weight, weight, bias, mean, scale)
@@ -114,8 +130,9 @@ def regression_scores(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> di
     }
 
 
-Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-"""(train activations, train targets, test activations, test targets) of one dataset."""
+Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(train activations, train targets, test activations, test targets, train facts) of one
+dataset; the facts (split keys) group the folds that choose the penalty."""
 
 
 def heldout_rows(
@@ -143,6 +160,7 @@ def heldout_rows(
             np.concatenate([data[n][0] for n in train]),
             np.concatenate([data[n][1] for n in train]),
             layer,
+            groups=np.concatenate([[f"{n}:{g}" for g in data[n][4]] for n in train]),
             alphas=alphas,
         )
         x = np.concatenate([data[n][2] for n in test])

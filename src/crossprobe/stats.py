@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from jaxtyping import Float
-from scipy import stats as sps
+from jaxtyping import Float, Int
 from sklearn.metrics import roc_auc_score
 
 
@@ -53,36 +52,106 @@ class CorrelationResult(NamedTuple):
     ci_low: float
     ci_high: float
     n: int
+    n_groups: int = 0
+    """Independent units the interval resampled (facts; prompts where there are no groups)."""
+
+
+def group_codes(groups: np.ndarray | None, n: int) -> Int[np.ndarray, " n"]:
+    """Each row's group as an integer code 0..G-1 (every row its own group without ``groups``)."""
+    if groups is None:
+        return np.arange(n)
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise ValueError(f"groups of shape {g.shape} do not fit {n} rows")
+    return np.unique(g, return_inverse=True)[1].ravel()
+
+
+def group_weights(
+    codes: Int[np.ndarray, " n"], n_resamples: int, seed: int
+) -> Float[np.ndarray, "resample n"]:
+    """Row weights of a cluster bootstrap: draw the groups with replacement, and give each row
+    the number of times its group was drawn (a row of a group drawn twice counts twice).
+
+    A weighted statistic with these weights equals the statistic on the resampled rows, so
+    every wording of one fact moves together and the interval counts facts, not wordings.
+    """
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+    counts = np.zeros((n_resamples, n_groups))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)
+    return counts[:, codes]
+
+
+def _weighted_pearson(
+    x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"], w: Float[np.ndarray, "r n"]
+) -> Float[np.ndarray, " r"]:
+    total = w.sum(axis=1, keepdims=True)
+    xc = x[None, :] - (w @ x)[:, None] / total
+    yc = y[None, :] - (w @ y)[:, None] / total
+    denom = np.sqrt((w * xc * xc).sum(axis=1) * (w * yc * yc).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (w * xc * yc).sum(axis=1) / denom
+    return np.clip(r, -1.0, 1.0)
+
+
+def _percentile_interval(values: np.ndarray, ci: float) -> tuple[float, float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(v, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return float(lo), float(hi)
 
 
 def bootstrap_pearson(
     x: Float[np.ndarray, " n"],
     y: Float[np.ndarray, " n"],
     *,
+    groups: np.ndarray | None = None,
     n_resamples: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
 ) -> CorrelationResult:
-    """Pearson's rho with a percentile bootstrap CI, resampling prompt ids jointly (paired)."""
+    """Pearson's rho with a percentile bootstrap CI that resamples ``groups`` (facts) jointly
+    for both vectors; without ``groups`` every prompt is its own group.
+
+    Prompts that state one fact in several wordings are not independent: resampling them one
+    by one gives an interval about as narrow as if every wording were a new fact.
+    """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     rho = pearson(x, y)
     n = int(x.size)
-    if n < 3 or not np.isfinite(rho):
-        return CorrelationResult(rho, float("nan"), float("nan"), n)
+    codes = group_codes(groups, n)
+    n_groups = int(np.unique(codes).size)
+    if n < 3 or n_groups < 3 or not np.isfinite(rho):
+        return CorrelationResult(rho, float("nan"), float("nan"), n, n_groups)
     if np.array_equal(x, y):
-        return CorrelationResult(1.0, 1.0, 1.0, n)
-    res = sps.bootstrap(
-        (x, y),
-        _pearson_last_axis,
-        paired=True,
-        vectorized=True,
-        n_resamples=n_resamples,
-        confidence_level=ci,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    low, high = res.confidence_interval
-    return CorrelationResult(rho, float(low), float(high), n)
+        return CorrelationResult(1.0, 1.0, 1.0, n, n_groups)
+    boots = _weighted_pearson(x, y, group_weights(codes, n_resamples, seed))
+    low, high = _percentile_interval(boots, ci)
+    return CorrelationResult(rho, low, high, n, n_groups)
+
+
+def bootstrap_mean(
+    values: Float[np.ndarray, " n"],
+    *,
+    groups: np.ndarray | None = None,
+    n_resamples: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``, resampling ``groups``."""
+    v = np.asarray(values, dtype=np.float64)
+    w = group_weights(group_codes(groups, v.size), n_resamples, seed)
+    return _percentile_interval((w @ v) / w.sum(axis=1), ci)
+
+
+def group_means(values: Float[np.ndarray, " n"], groups: np.ndarray | None) -> np.ndarray:
+    """The mean of ``values`` within each group (each value alone without ``groups``)."""
+    v = np.asarray(values, dtype=np.float64)
+    codes = group_codes(groups, v.size)
+    sums = np.bincount(codes, weights=v)
+    return sums / np.bincount(codes)
 
 
 class NullResult(NamedTuple):

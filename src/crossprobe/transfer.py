@@ -37,12 +37,18 @@ CELL_COLUMNS = [
     "source_layer",
     "target_layer",
     "n",
+    "n_facts",
+    "carried_length",
+    "carried",
     "pearson_ce",
     "ci_low",
     "ci_high",
     "null_p95",
     "p_value",
     "null_k",
+    "matched_null_p95",
+    "matched_p_value",
+    "matched_null_k",
     "source_effect",
     "target_effect",
     "source_floor",
@@ -84,6 +90,15 @@ class CellInputs:
     the reference copy in each pass cancels all rounding)."""
     floor_target: float = 0.0
     """Noise floor at the target layer, the same way."""
+    groups: np.ndarray | None = None
+    """Each prompt's fact (its group, the split key): the unit the bootstrap resamples."""
+    carried_length: float = 1.0
+    """``‖A·u‖`` relative to a random unit direction's through the same map (1 on the diagonal)."""
+    carried: bool = True
+    """Whether the map carries the direction (its relative length reaches the floor)."""
+    dm_matched_null: np.ndarray | None = None
+    """Effects of k random source directions carried through the map, [k, prompt] (None on the
+    diagonal, where the map is the identity and this null is the target's own)."""
 
 
 def score_cell(
@@ -93,47 +108,74 @@ def score_cell(
     ci: float = 0.95,
     seed: int = 0,
     min_effect_ratio: float = TransferOptions.min_effect_ratio,
+    min_facts: int = 0,
 ) -> dict[str, Any]:
-    """Pearson_CE with its bootstrap CI, the random-direction null and the cosine baseline.
+    """Pearson_CE with its fact-resampled bootstrap CI, both nulls and the cosine baseline.
 
-    ``beats_null`` needs both halves of the null: rho's interval above the null's 95th
-    percentile, and each ablation's effect at least ``min_effect_ratio`` times a typical random
-    direction's in its own model (Pearson's rho is blind to scale: two effects no larger than a
-    random direction's can still correlate). Each effect must also be ``min_effect_ratio``
-    times its model's noise floor (the RMS Δm of a zero direction), so that rounding noise can
-    neither pass for an effect nor narrow the null below what the numbers can resolve.
+    ``beats_null`` needs, all at once: the direction carried (:attr:`CellInputs.carried`); rho's
+    interval above the 95th percentile of both random-direction nulls (the target's own,
+    isotropic, and the map-matched one); each ablation's effect beating its own model's null
+    (:func:`effect_beats_null`: above the 95th percentile of the random directions' effects
+    and at least ``min_effect_ratio`` times their median), since Pearson's rho is blind to
+    scale and two effects no larger than a random direction's can still correlate; each effect
+    at least ``min_effect_ratio`` (and 2) times its model's noise floor (the RMS Δm of a zero
+    direction), so that rounding noise can neither pass for an effect nor narrow the null; and
+    at least ``min_facts`` facts. A direction that is not carried gets no rho (NaN).
     """
     if inputs.dm_source.shape != inputs.dm_target.shape:
         raise ValueError(
             f"source effects {inputs.dm_source.shape} and target effects "
             f"{inputs.dm_target.shape} must cover the same prompts"
         )
-    corr = bootstrap_pearson(
-        inputs.dm_source, inputs.dm_target, n_resamples=n_resamples, ci=ci, seed=seed
-    )
+    boot = {"n_resamples": n_resamples, "ci": ci, "seed": seed}
+    corr = bootstrap_pearson(inputs.dm_source, inputs.dm_target, groups=inputs.groups, **boot)
+    if not inputs.carried:
+        corr = corr._replace(rho=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
     null_rhos = np.array([pearson(inputs.dm_source, row) for row in inputs.dm_null])
     null = null_test(corr.rho, null_rhos)
+    matched_src = inputs.dm_matched_null if inputs.dm_matched_null is not None else inputs.dm_null
+    matched_rhos = np.array([pearson(inputs.dm_source, row) for row in matched_src])
+    matched = null_test(corr.rho, matched_rhos)
     effects = (
         effect_ratio(inputs.dm_source, inputs.dm_source_null),
         effect_ratio(inputs.dm_target, inputs.dm_null),
     )
+    moved = all(
+        effect_beats_null(dm, dm_null, min_effect_ratio)
+        for dm, dm_null in (
+            (inputs.dm_source, inputs.dm_source_null),
+            (inputs.dm_target, inputs.dm_null),
+        )
+    )
     above_floor = all(
-        _rms(dm) >= min_effect_ratio * floor
+        _rms(dm) >= max(min_effect_ratio, 2.0) * floor
         for dm, floor in (
             (inputs.dm_source, inputs.floor_source),
             (inputs.dm_target, inputs.floor_target),
         )
     )
     # An undefined (nan) effect ratio or interval never beats the null.
-    beats = corr.ci_low > null.p95 and all(e >= min_effect_ratio for e in effects) and above_floor
+    beats = (
+        inputs.carried
+        and corr.ci_low > max(null.p95, matched.p95)
+        and moved
+        and above_floor
+        and corr.n_groups >= min_facts
+    )
     return {
         "n": corr.n,
+        "n_facts": corr.n_groups,
+        "carried_length": inputs.carried_length,
+        "carried": bool(inputs.carried),
         "pearson_ce": corr.rho,
         "ci_low": corr.ci_low,
         "ci_high": corr.ci_high,
         "null_p95": null.p95,
         "p_value": null.p_value,
         "null_k": null.k,
+        "matched_null_p95": matched.p95,
+        "matched_p_value": matched.p_value,
+        "matched_null_k": matched.k,
         "source_effect": effects[0],
         "target_effect": effects[1],
         "source_floor": inputs.floor_source,
@@ -145,7 +187,25 @@ def score_cell(
         "cosine": cosine(inputs.carried_direction, inputs.target_direction),
         "map_r2": inputs.map_r2,
         "_null_rhos": null_rhos,
+        "_matched_rhos": matched_rhos if inputs.dm_matched_null is not None else np.empty(0),
     }
+
+
+def effect_beats_null(
+    dm: np.ndarray, dm_null: np.ndarray, min_ratio: float = TransferOptions.min_effect_ratio
+) -> bool:
+    """Whether an ablation moves the margin more than random directions of its model do.
+
+    Its RMS over prompts must exceed the 95th percentile of the k random directions' RMS
+    effects (a one-sided permutation test at 5%, resolution 1/(k+1)) and be at least
+    ``min_ratio`` times their median (:func:`crossprobe.stats.effect_ratio`).
+    """
+    null = np.asarray(dm_null, dtype=np.float64)
+    if null.ndim != 2 or null.shape[0] == 0:
+        return False
+    rms_null = np.sqrt(np.mean(null**2, axis=1))
+    ratio = effect_ratio(dm, null)
+    return bool(_rms(dm) > np.percentile(rms_null, 95) and ratio >= min_ratio)
 
 
 def _rms(x: np.ndarray) -> float:

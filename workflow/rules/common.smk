@@ -144,6 +144,8 @@ def transfer_params(wildcards=None):
         "scope": t.scope,
         "positions": t.positions,
         "null_directions": t.null_directions,
+        "matched_null_directions": t.matched_null_directions,
+        "min_carried_length": t.min_carried_length,
         "seed": t.seed,
         "min_prompts": t.min_prompts,
         "allow_unscored": t.allow_unscored,
