@@ -221,3 +221,42 @@ def test_procrustes_without_variation_is_a_clear_error():
     X = np.ones((10, 4))
     with pytest.raises(ValueError, match="do not vary"):
         fit_map(X, X, method="procrustes")
+
+
+def test_ridge_map_carries_the_low_variance_directions_of_an_exact_rotation():
+    """Activations as anisotropic as a real model's (variances over six decades), and a target
+    that is the same activations in another orthonormal basis: the map is that rotation, so
+    every direction, the least varying included, carries at cosine 1 with its true image and
+    at the length of a random direction (a `logreg` probe leans on such directions)."""
+    from crossprobe.align import carried_length, reference_length
+
+    rng = np.random.default_rng(11)
+    n, d = 300, 40
+    x = rng.normal(size=(n, d)) * np.logspace(0, -3, d) + 5.0
+    q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    m = fit_map(x, x @ q.T)
+    ref = reference_length(m)
+    for axis in (0, d // 2, d - 1):
+        u = np.eye(d)[axis]
+        carried = m.carry_direction(u.astype(np.float32)).astype(np.float64)
+        cos = carried @ (q @ u) / np.linalg.norm(carried)
+        assert cos > 0.999, (axis, cos)
+        assert carried_length(m, u, ref) == pytest.approx(1.0, abs=0.03)
+
+
+def test_a_direction_the_map_shrinks_to_nothing_is_not_carried():
+    """Rows that never vary along the last axis: a map fitted on them carries that axis to
+    (almost) nothing, and it comes back as not carried, a zero vector, never renormalised."""
+    from crossprobe.align import carry, matched_null
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(200, 10))
+    x[:, -1] = 0.0
+    m = fit_map(x, x.copy())
+    gone = carry(m, np.eye(10)[-1], 0.1)
+    assert not gone.carried and gone.length < 0.01 and not gone.vector.any()
+    kept = carry(m, np.eye(10)[0], 0.1)
+    assert kept.carried and kept.length == pytest.approx(1.05, abs=0.1)
+    np.testing.assert_allclose(kept.vector, m.carry_direction(np.eye(10, dtype=np.float32)[0]))
+    null = matched_null(m, 5, seed=0)
+    assert null.shape == (5, 10) and np.allclose(null[:, -1], 0.0, atol=1e-3)

@@ -131,3 +131,18 @@ def test_labels_are_paired_by_row_hash():
 def test_too_few_groups_for_the_folds_is_a_clear_error():
     with pytest.raises(ConfigError, match="crosslabels.folds"):
         out_of_fold(np.ones((6, 2)), np.ones((6, 1)), np.array([0, 0, 1, 1, 2, 2]), folds=5)
+
+
+def test_a_near_constant_coordinate_cannot_carry_the_prediction():
+    """The σ floor of `logreg` and `ridge`: a coordinate a million times quieter than the others
+    (a real model's near-constant channel) stays as quiet as it is, instead of becoming
+    unit-variance noise, so predictions are those without it."""
+    from crossprobe.crosslabels import _ridge_path
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(80, 6))
+    y = (x @ rng.normal(size=6) + 0.5 * rng.normal(size=80))[:, None]
+    quiet = np.hstack([x, 1e-6 * rng.normal(size=(80, 1))])
+    with_it = _ridge_path(quiet[:60], y[:60], quiet[60:], [1e-3])
+    without = _ridge_path(x[:60], y[:60], x[60:], [1e-3])
+    np.testing.assert_allclose(with_it, without, atol=1e-3)

@@ -102,6 +102,41 @@ def test_word_overlap_is_the_jaccard_index_of_lower_case_words():
     np.testing.assert_allclose(got, [[1, 2 / 5, 0], [2 / 5, 1, 0], [0, 0, 1]])
 
 
+def test_word_overlap_reads_every_script_and_says_nan_for_texts_without_words():
+    got = word_overlap(["Привет, мир!", "привет друг", "你好", "—", "…"])
+    assert got[0, 1] == pytest.approx(1 / 3)  # {привет, мир} and {привет, друг}
+    assert got[0, 2] == 0.0 and got[2, 2] == 1.0
+    assert np.isnan(got[3, 4])  # two texts with no word share nothing countable, not all
+
+
+def test_a_condition_named_pooled_is_an_error():
+    from crossprobe.geometry import read_conditions
+
+    conditions = {f"c{i}": f"text {i}" for i in range(4)} | {"pooled": "a persona"}
+    with pytest.raises(ConfigError, match="pooled"):
+        read_conditions(conditions, "geometry.conditions")
+
+
+def test_behaviour_logits_of_a_bfloat16_model_are_float32():
+    """The whole vocabulary's logits come from the float32 product of the final hidden state
+    and the head, also for a bfloat16 model (its own bfloat16 logits are rounded)."""
+    from crossprobe.ablate import last_token_logits
+
+    model = tiny_llama().to(torch.bfloat16).eval()
+    tok = tiny_tokenizer()
+    prompts = ["a b c", "b c d e"]
+    got = torch.cat(list(last_token_logits(model, tok, prompts, batch_size=2)))
+    assert got.dtype == torch.float32
+    for i, p in enumerate(prompts):
+        enc = tok([p], return_tensors="pt")
+        with torch.inference_mode():
+            out = model(**enc, output_hidden_states=True)
+        h = out.hidden_states[-1][0, -1].float()  # final-normed last state
+        ref = h @ model.lm_head.weight.float().T
+        torch.testing.assert_close(got[i], ref, rtol=1e-5, atol=1e-5)
+        assert not torch.equal(got[i], out.logits[0, -1].float())  # not the bf16 logits
+
+
 # --------------------------------------------------------------------------------- statistics
 
 

@@ -58,7 +58,7 @@ def test_shared_target_with_dataset_offsets_gives_negative_r2_and_mean_adjusted_
     for i, (name, offset) in enumerate({"a": -20.0, "b": 0.0, "c": 20.0, "e": 40.0}.items()):
         x, y = _linear(300, d, offset, 10 + i, w)
         # The offset is not linear in x: it is the dataset's own mean shift of the target.
-        data[name] = (x[:200], y[:200], x[200:], y[200:])
+        data[name] = (x[:200], y[:200], x[200:], y[200:], np.arange(200))
     rows = heldout_rows("m", "t", 0, data, train_k=[2])
     one_out = [r for r in rows if r["scheme"] == "hold_one_out"]
     assert len(one_out) == 4
@@ -70,6 +70,18 @@ def test_shared_target_with_dataset_offsets_gives_negative_r2_and_mean_adjusted_
     assert min(r["r2"] for r in one_out) < 0  # the outer datasets' means are missed
     pairs = [r for r in rows if r["scheme"] == "train_2"]
     assert len(pairs) == 6 and all(r["r2_mean_adjusted"] > 0.65 for r in pairs)
+
+
+def test_the_penalty_is_chosen_by_folds_that_keep_a_fact_together():
+    """A target of pure noise, each fact stated twice (twin rows): leave-one-out lets each
+    row's twin vouch for a small penalty, folds grouped by fact choose a far larger one."""
+    rng = np.random.default_rng(3)
+    x = np.repeat(rng.normal(size=(60, 30)), 2, axis=0)
+    y = np.repeat(rng.normal(size=60), 2)
+    groups = np.repeat(np.arange(60), 2)
+    loo = fit_ridge(x, y, 0).provenance["alpha"]
+    grouped = fit_ridge(x, y, 0, groups=groups).provenance["alpha"]
+    assert grouped >= 30 * loo  # 3162 against 100 here
 
 
 def test_a_target_column_is_checked_before_any_job():

@@ -40,7 +40,26 @@ def test_pearson_matches_scipy_and_is_exact_on_identity():
 
 def test_bootstrap_identity_gives_exact_one():
     x = np.random.default_rng(3).normal(size=250)
-    assert bootstrap_pearson(x, x) == (1.0, 1.0, 1.0, 250)
+    assert bootstrap_pearson(x, x) == (1.0, 1.0, 1.0, 250, 250)
+
+
+def test_bootstrap_resamples_facts_not_wordings():
+    """Prompts that are exact copies of a few facts give the interval of those few facts,
+    not a tighter one (the known answer of resampling by group)."""
+    rng = np.random.default_rng(8)
+    xy = rng.multivariate_normal([0, 0], [[1, 0.5], [0.5, 1]], size=30)
+    copies = np.repeat(xy, 8, axis=0)  # 8 wordings of each of 30 facts
+    groups = np.repeat(np.arange(30), 8)
+    few = bootstrap_pearson(xy[:, 0], xy[:, 1], n_resamples=4000, seed=1)
+    by_fact = bootstrap_pearson(copies[:, 0], copies[:, 1], groups=groups, n_resamples=4000, seed=1)
+    naive = bootstrap_pearson(copies[:, 0], copies[:, 1], n_resamples=4000, seed=1)
+    assert by_fact.rho == pytest.approx(few.rho) and by_fact.n_groups == 30 and by_fact.n == 240
+    width = by_fact.ci_high - by_fact.ci_low
+    assert width == pytest.approx(few.ci_high - few.ci_low, rel=0.1)
+    assert width > 2.0 * (naive.ci_high - naive.ci_low)
+    # Each prompt its own group is the prompt bootstrap.
+    same = bootstrap_pearson(xy[:, 0], xy[:, 1], groups=np.arange(30), seed=1)
+    assert same == bootstrap_pearson(xy[:, 0], xy[:, 1], seed=1)
 
 
 def test_bootstrap_is_deterministic_and_brackets_rho():

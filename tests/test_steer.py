@@ -11,7 +11,7 @@ from crossprobe.steer import (
     prompt_slopes,
     steering_effects,
     steering_vectors,
-    typical_norm,
+    typical_spread,
 )
 
 PROMPTS = ["the cat is big", "the sky is blue and the sea is green", "paris is a city", "fire"]
@@ -92,9 +92,29 @@ def test_dose_response_summary():
     assert r.p_value < 0.05
     responses = np.outer(ALPHAS, [1.0, -2.0]) + 5.0
     np.testing.assert_allclose(prompt_slopes(ALPHAS, responses), [1.0, -2.0])
-    assert typical_norm(np.array([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0]])) == pytest.approx(5.0)
+    # The spread about the mean, blind to the mean itself (median of distances 1, 1, 3, 3).
+    points = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 3.0], [0.0, -3.0]])
+    assert typical_spread(points) == pytest.approx(2.0)
+    assert typical_spread(points + 100.0) == pytest.approx(2.0)
     v = steering_vectors(np.array([[2.0, 0.0]]), [-1.0, 0.0, 1.0], 4.0)
     np.testing.assert_allclose(v, [[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]])
+
+
+def test_dose_response_resamples_facts_not_wordings():
+    """Eight wordings of each of six facts give the interval and the t-test of six facts."""
+    rng = np.random.default_rng(0)
+    facts = rng.normal(1.0, 1.0, 6)
+    copies = np.repeat(facts, 8)
+    groups = np.repeat(np.arange(6), 8)
+    by_fact = dose_response(copies, groups=groups, n_resamples=4000, seed=1)
+    alone = dose_response(facts, n_resamples=4000, seed=1)
+    naive = dose_response(copies, n_resamples=4000, seed=1)
+    assert by_fact.n == 48 and by_fact.n_facts == 6 and naive.n_facts == 48
+    assert by_fact.slope == pytest.approx(alone.slope)
+    width = by_fact.ci_high - by_fact.ci_low
+    assert width == pytest.approx(alone.ci_high - alone.ci_low, rel=0.1)
+    assert width > 2.0 * (naive.ci_high - naive.ci_low)  # ≈ √8 narrower when wordings count
+    assert by_fact.p_value == pytest.approx(alone.p_value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,9 +152,22 @@ def test_self_table_recovers_planted_slopes_and_its_null():
     from crossprobe.steer import self_tables
 
     nulls = {f"null:{j}": s for j, s in enumerate(np.linspace(-0.3, 0.3, 9))}
-    frame = _long("m", "d", {"dim": 2.0, "logreg": -1.5, "weak": 0.05}, nulls)
+    probes = {
+        "dim": 2.0,
+        "logreg": -1.5,
+        "weak": 0.05,
+        "weak_back": -0.25,  # its interval lies below 0, but it does not beat the null
+        "ridge:number": -1.5,  # a sign that says nothing about the answer
+        "ridge:self_rating": -1.5,
+    }
+    frame = _long("m", "d", probes, nulls)
     slopes, curves = self_tables(frame, n_resamples=200)
     by = slopes.set_index("probe")
+    assert by.loc["weak_back", "ci_high"] < 0 and not by.loc["weak_back", "beats_null"]
+    assert not by.loc["weak_back", "backwards"]
+    assert by.loc["ridge:number", "beats_null"] and not by.loc["ridge:number", "backwards"]
+    assert by.loc["ridge:self_rating", "backwards"]
+    assert (by["null_k"] == 9).all()
     np.testing.assert_allclose(by.loc["dim", "slope"], 2.0, rtol=1e-9)
     np.testing.assert_allclose(by.loc["logreg", "slope"], -1.5, rtol=1e-9)
     assert by.loc["dim", "ci_low"] < 2.0 < by.loc["dim", "ci_high"]
@@ -162,10 +195,13 @@ def test_carried_table_gives_the_slope_ratio_and_the_prompt_correlation():
     src = _long("s", "d", {"dim": 2.0}, {"null:0": 0.1}, seed=1)
     tgt = _long("t", "d", {"dim": 1.0}, {"null:0": 0.1, "null:1": -0.2}, seed=2)
     # Carried: the source's own per-prompt slopes, halved: ratio 0.5, correlation 1.
-    carried = src[src.kind == "probe"].assign(model="t", source="s", delta=lambda f: f.delta / 2)
+    carried = src[src.kind == "probe"].assign(
+        model="t", source="s", delta=lambda f: f.delta / 2, carried_length=0.8, carried=True
+    )
     src, tgt = slopes_frame(src), slopes_frame(tgt)
     table = carried_table(carried, src, tgt, n_resamples=200)
     row = table.iloc[0]
+    assert row["source_beats_null"] and row["carried"] and row["carried_length"] == 0.8
     assert row["slope_source"] == pytest.approx(2.0)
     assert row["slope_target"] == pytest.approx(1.0)
     assert row["slope_ratio"] == pytest.approx(0.5)
@@ -179,3 +215,22 @@ def test_carried_table_gives_the_slope_ratio_and_the_prompt_correlation():
     shuffled = carried.assign(row_hash=carried["row_hash"].str.replace("h", "x"))
     with pytest.raises(ValueError, match="different prompts"):
         carried_table(shuffled, src, tgt)
+    # A direction the map did not carry: reported as such, with no slope to read.
+    dropped = carried_table(carried.assign(carried=False, carried_length=0.01), src, tgt)
+    assert not dropped["carried"].iloc[0] and not dropped["beats_null"].iloc[0]
+    assert dropped[["slope_target", "slope_ratio", "p_value"]].isna().all(axis=None)
+
+
+def test_slope_ratio_only_where_the_source_slope_beats_its_null():
+    from crossprobe.steer import carried_table, slopes_frame
+
+    # The source's own slope (0.05) is inside its null (|slopes| up to 0.3): no ratio.
+    nulls = {f"null:{j}": s for j, s in enumerate(np.linspace(-0.3, 0.3, 9))}
+    src = _long("s", "d", {"dim": 0.05}, nulls, seed=1)
+    tgt = _long("t", "d", {"dim": 1.0}, nulls, seed=2)
+    carried = src[src.kind == "probe"].assign(
+        model="t", source="s", delta=lambda f: f.delta * 40, carried_length=1.0, carried=True
+    )
+    row = carried_table(carried, slopes_frame(src), slopes_frame(tgt), n_resamples=200).iloc[0]
+    assert not row["source_beats_null"] and np.isnan(row["slope_ratio"])
+    assert row["slope_target"] == pytest.approx(2.0)

@@ -8,6 +8,7 @@ from crossprobe.transfer import (
     band,
     overstatement_summary,
     probebench_entries,
+    effect_beats_null,
     score_cell,
     scored_cells,
     transfer_matrix,
@@ -53,19 +54,75 @@ def test_correlated_effects_no_larger_than_a_random_direction_do_not_beat_the_nu
     null = rng.normal(size=(k, n))  # each random direction moves the margin by about 1 RMS
     dm_s = 20.0 * rng.normal(size=n)  # a direction the source uses: ~20 random directions
     follows = dm_s / 20.0 + 0.1 * rng.normal(size=n)  # same pattern, random-direction size
-    weak = score_cell(inputs(dm_s, 3.0 * follows, null))
+    weak = score_cell(inputs(dm_s, 1.0 * follows, null))
     assert weak["ci_low"] > weak["null_p95"]  # rho alone says "transfer"
     assert weak["source_effect"] == pytest.approx(20.0, rel=0.1)
-    assert weak["target_effect"] == pytest.approx(3.0, rel=0.1)
+    assert weak["target_effect"] == pytest.approx(1.0, rel=0.1)
     assert not weak["beats_null"]
-    strong = score_cell(inputs(dm_s, 15.0 * follows, null))
-    assert strong["target_effect"] == pytest.approx(15.0, rel=0.1) and strong["beats_null"]
-    assert not score_cell(inputs(dm_s, 15.0 * follows, null), min_effect_ratio=16)["beats_null"]
-    assert score_cell(inputs(dm_s, 3.0 * follows, null), min_effect_ratio=0)["beats_null"]
+    # Larger than every random direction but less than twice their median: not yet.
+    assert not score_cell(inputs(dm_s, 1.5 * follows, null))["beats_null"]
+    strong = score_cell(inputs(dm_s, 3.0 * follows, null))
+    assert strong["target_effect"] == pytest.approx(3.0, rel=0.1) and strong["beats_null"]
+    assert not score_cell(inputs(dm_s, 3.0 * follows, null), min_effect_ratio=4)["beats_null"]
+    # With no ratio asked for, the percentile test alone: beyond the null's 95th percentile.
+    assert score_cell(inputs(dm_s, 1.5 * follows, null), min_effect_ratio=0)["beats_null"]
+    assert not score_cell(inputs(dm_s, 1.0 * follows, null), min_effect_ratio=0)["beats_null"]
     # No defined ratio where the source's random directions move nothing.
     silent = score_cell(inputs(dm_s, 15.0 * follows, null, dm_source_null=np.zeros((k, n))))
     assert silent["ci_low"] > silent["null_p95"] and np.isnan(silent["source_effect"])
     assert not silent["beats_null"]
+
+
+def test_effect_beats_null_is_a_percentile_test_and_a_ratio():
+    null = np.vstack([np.full(4, float(v)) for v in range(1, 21)])  # RMS 1..20, median 10.5
+    assert effect_beats_null(np.full(4, 21.0), null, 2.0) is True  # > p95 (19.05), 2x median
+    assert effect_beats_null(np.full(4, 19.0), null, 0.0) is False  # inside the null
+    assert effect_beats_null(np.full(4, 20.0), null, 2.0) is False  # < 2 × 10.5
+    assert effect_beats_null(np.full(4, 21.0), np.empty((0, 4))) is False
+
+
+def test_a_direction_the_map_does_not_carry_is_never_scored_or_beats_the_null():
+    rng = np.random.default_rng(6)
+    dm_s = 10 * rng.normal(size=300)
+    res = score_cell(
+        inputs(dm_s, dm_s + rng.normal(size=300), rng.normal(size=(16, 300)), carried=False,
+               carried_length=0.02)
+    )  # fmt: skip
+    assert not res["carried"] and res["carried_length"] == 0.02
+    assert np.isnan(res["pearson_ce"]) and not res["beats_null"]
+
+
+def test_rho_must_clear_the_map_matched_null_too():
+    """A carried direction lies in the map's image: when random directions carried through the
+    same map reproduce the source's pattern, rho beats the isotropic null but not this one."""
+    rng = np.random.default_rng(7)
+    n = 300
+    dm_s = 10 * rng.normal(size=n)
+    dm_t = dm_s + 2 * rng.normal(size=n)
+    iso = rng.normal(size=(16, n))
+    matched = 3 * (dm_s / 10 + 0.1 * rng.normal(size=(16, n)))  # every map direction agrees
+    free = score_cell(inputs(dm_s, dm_t, iso))
+    assert free["beats_null"] and free["matched_null_p95"] == free["null_p95"]
+    tight = score_cell(inputs(dm_s, dm_t, iso, dm_matched_null=matched))
+    assert tight["ci_low"] > tight["null_p95"] and tight["matched_null_p95"] > tight["ci_low"]
+    assert not tight["beats_null"] and tight["matched_null_k"] == 16
+    assert tight["matched_p_value"] > 0.5
+
+
+def test_cells_count_facts():
+    """Eight wordings of each of 25 facts: the interval widens to that of 25 facts, and a
+    floor of 30 facts keeps the cell from beating its null."""
+    rng = np.random.default_rng(9)
+    facts = 10 * rng.normal(size=25)
+    dm_s = np.repeat(facts, 8)
+    dm_t = np.repeat(facts + 4 * rng.normal(size=25), 8)
+    groups = np.repeat(np.arange(25), 8)
+    null = rng.normal(size=(16, 200))
+    res = score_cell(inputs(dm_s, dm_t, null, groups=groups), min_facts=30)
+    naive = score_cell(inputs(dm_s, dm_t, null))
+    assert res["n"] == 200 and res["n_facts"] == 25 and naive["n_facts"] == 200
+    assert res["ci_high"] - res["ci_low"] > 2 * (naive["ci_high"] - naive["ci_low"])
+    assert not res["beats_null"] and naive["beats_null"]
 
 
 def test_effect_ratio_known_answer():
@@ -217,8 +274,8 @@ def test_effects_below_the_noise_floor_never_beat_the_null():
     dm_t = dm_s + 0.1 * rng.normal(size=n)
     clear = score_cell(inputs(dm_s, dm_t, null))
     assert clear["beats_null"] and clear["source_floor"] == clear["target_floor"] == 0.0
-    # The same effects, with a target whose zero direction moves the margin by RMS 0.2: an
-    # effect of RMS ~1 is only 5 floors, below min_effect_ratio (10).
-    noisy = score_cell(inputs(dm_s, dm_t, null, floor_target=0.2))
-    assert noisy["target_floor"] == 0.2 and not noisy["beats_null"]
+    # The same effects, with a target whose zero direction moves the margin by RMS 0.6: an
+    # effect of RMS ~1 is under 2 floors, below min_effect_ratio (2).
+    noisy = score_cell(inputs(dm_s, dm_t, null, floor_target=0.6))
+    assert noisy["target_floor"] == 0.6 and not noisy["beats_null"]
     assert score_cell(inputs(dm_s, dm_t, null, floor_target=0.05))["beats_null"]

@@ -27,7 +27,13 @@ from crossprobe.io import atomic_path
 
 MapMethod = Literal["ridge", "procrustes"]
 
-DEFAULT_ALPHAS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+#: Relative ridge penalties (times ``n · mean feature variance``), chosen among by GCV. The grid
+#: reaches 1e-7 because real models' activations are far from isotropic: with 1e-3 as the
+#: smallest, the map of SmolLM2-135M into its exact rotated copy (802 fitting rows, width 576)
+#: shrank the low-variance directions that `logreg` probes lean on, and their carried
+#: directions kept a cosine of only 0.79-0.92 with the true one; from 1e-7, GCV picks a
+#: penalty that carries every probe at cosine ≥ 0.9996 (and held-out R² 1.000).
+DEFAULT_ALPHAS: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 HELDOUT_FRACTION = 0.2
 _HELDOUT_SEED = 0
 _META_KEY = "crossprobe_meta"

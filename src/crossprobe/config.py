@@ -57,7 +57,8 @@ class ModelSpec:
     gguf: str | None = None
     """A GGUF file: a local path, or with ``path`` a file name in that repository or folder."""
     control: bool | None = None
-    """Declared a control (None: a zoo model with ``trained: false`` is one)."""
+    """Declared a control (None: a zoo model with ``trained: false`` and no ``base`` is one;
+    a copy of a real model is not)."""
     prompt_format: Literal["raw", "chat"] | None = None
     """Prompt format on every dataset; None takes each dataset's."""
     answers: tuple[str, str] | None = None
@@ -80,7 +81,8 @@ class ModelSpec:
         """A control never counts toward ``transfer.min_sources``."""
         if self.control is not None:
             return bool(self.control)
-        return self.zoo is not None and self.zoo.get("trained") is False
+        z = self.zoo
+        return z is not None and z.get("trained") is False and z.get("base") is None
 
     @property
     def is_gguf(self) -> bool:
@@ -203,7 +205,9 @@ class SteeringOptions:
     enabled: bool = True
     alphas: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
     """Doses in units of the layer's typical spread (median ‖x − mean‖ on train); 0 is among them."""
-    null_directions: int = 8
+    null_directions: int = 20
+    """Random directions per layer: the permutation p-value's resolution is 1/(k+1), so k ≥ 20
+    lets it go below 0.05."""
     prompts: int = 64
 
     def __post_init__(self) -> None:

@@ -503,7 +503,21 @@ class ZooResult(NamedTuple):
 
 
 def _label(spec: ZooSpec) -> str:
-    return f"{spec.arch}/{spec.tokenizer}" if spec.base is None else f"fine-tune of {spec.base}"
+    if spec.base is None:
+        return f"{spec.arch}/{spec.tokenizer}"
+    return f"copy of {spec.base}" if spec.is_copy else f"fine-tune of {spec.base}"
+
+
+def _derive(model: PreTrainedModel, spec: ZooSpec, log: Callable[[str], None]) -> None:
+    """Perturb (``noise``) and then rotate (``rotate``) a model built from ``base``, in place."""
+    from crossprobe.copies import perturbed_copy, rotated_copy
+
+    if spec.noise:
+        perturbed_copy(model, scale=spec.noise, seed=spec.seed)
+        log(f"zoo {_label(spec)}: weight matrices perturbed by {spec.noise:g} of their std")
+    if spec.rotate:
+        rotated_copy(model, seed=spec.seed)
+        log(f"zoo {_label(spec)}: residual stream rotated into a random orthonormal basis")
 
 
 def _base_model(base_dir: str | Path) -> tuple[PreTrainedModel, Any]:
@@ -530,6 +544,8 @@ def fit_zoo_model(
     ``spec.base``, ``base_dir`` is that model's folder: it is fine-tuned with its own tokenizer.
     """
     t0 = time.perf_counter()
+    if spec.is_copy:
+        return _copy_of_base(spec, base_dir, log, t0)
     families = spec.resolved_families()
     train_ex = _examples(families, test=False, splits=splits, groups=groups)
     test_ex = _examples(families, test=True, splits=splits, groups=groups)
@@ -556,6 +572,7 @@ def fit_zoo_model(
         if spec.trained:
             final_loss = train_model(model, train_data, spec, log=log)
         model.eval()
+        _derive(model, spec, log)
         scores = evaluate(model, test_data)
     metrics: dict[str, Any] = {
         **scores,
@@ -577,6 +594,31 @@ def fit_zoo_model(
         + ", ".join(f"{f} {a:.3f}" for f, a in scores["test_accuracy"].items())
         + f") in {metrics['wall_seconds']:.1f} s"
     )
+    return ZooResult(model, tokenizer, metrics)
+
+
+def _copy_of_base(
+    spec: ZooSpec, base_dir: str | Path | None, log: Callable[[str], None], t0: float
+) -> ZooResult:
+    """A copy of the base that is not fine-tuned: perturbed and/or rotated, nothing trained or
+    evaluated (its answers are the base's, exactly so for a rotation)."""
+    if base_dir is None:
+        raise ConfigError(f"zoo: copying {spec.base!r} needs its folder (base_dir)")
+    model, tokenizer = _base_model(base_dir)
+    model.requires_grad_(False)
+    model.eval()
+    _derive(model, spec, log)
+    metrics: dict[str, Any] = {
+        "base": spec.base,
+        "rotate": spec.rotate,
+        "noise": spec.noise,
+        "seed": spec.seed,
+        "steps": 0,
+        "wall_seconds": time.perf_counter() - t0,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+    }
+    log(f"zoo {_label(spec)}: done in {metrics['wall_seconds']:.1f} s")
     return ZooResult(model, tokenizer, metrics)
 
 

@@ -57,6 +57,15 @@ class ZooSpec:
     """Another model of the run to fine-tune (with its own tokenizer) instead of training a
     tiny model from scratch; ``steps``, ``lr``, ``batch_size``, ``seed`` and ``families`` set
     the fine-tuning."""
+    rotate: bool = False
+    """With ``base``: express the model's residual stream in a random orthonormal basis (fixed
+    by ``seed``), which leaves its logits unchanged (:func:`crossprobe.copies.rotated_copy`):
+    with ``trained: false``, the base's exact functional copy, the positive control of
+    transfer. Llama-family bases only."""
+    noise: float = 0.0
+    """With ``base``: Gaussian noise added to every weight matrix, scaled to this fraction of
+    the matrix's own standard deviation (:func:`crossprobe.copies.perturbed_copy`, seed
+    ``seed``), after any fine-tuning and before any rotation."""
 
     def __post_init__(self) -> None:
         if self.base is not None:
@@ -67,8 +76,22 @@ class ZooSpec:
                     "zoo: a fine-tuned model (`base`) keeps its base's architecture and "
                     "tokenizer; leave out arch and tokenizer"
                 )
-            if not self.trained:
-                raise ConfigError("zoo: `trained: false` with `base` would copy the base; drop it")
+            if not self.trained and not (self.rotate or self.noise):
+                raise ConfigError(
+                    "zoo: `trained: false` with `base` and neither `rotate` nor `noise` would "
+                    "copy the base unchanged; drop it, or set rotate or noise"
+                )
+        elif self.rotate or self.noise:
+            raise ConfigError("zoo: rotate and noise derive a copy of another model: give `base`")
+        if not isinstance(self.rotate, bool):
+            raise ConfigError(f"zoo: rotate must be true or false, got {self.rotate!r}")
+        if (
+            isinstance(self.noise, bool)
+            or not isinstance(self.noise, (int, float))
+            or not math.isfinite(self.noise)
+            or self.noise < 0
+        ):
+            raise ConfigError(f"zoo: noise must be a number >= 0, got {self.noise!r}")
         elif self.arch not in ARCHS:
             raise ConfigError(f"zoo: arch {self.arch!r} is unknown; use one of {list(ARCHS)}")
         if self.base is None and self.tokenizer not in TOKENIZER_KINDS:
@@ -146,7 +169,7 @@ class ZooSpec:
                         "give `base` to fine-tune another model of the run"
                     )
         kw = dict(d)
-        for name in ("lr", "init_range"):
+        for name in ("lr", "init_range", "noise"):
             # YAML 1.1 reads ``3e-3`` (no dot) as a string; accept numeric strings.
             if isinstance(kw.get(name), str):
                 try:
@@ -167,7 +190,14 @@ class ZooSpec:
         d = dataclasses.asdict(self)
         d["families"] = list(self.families)
         drop = SHAPE_KEYS if self.base is not None else ("base",)
+        # A copy's keys only where set, so that every other model's params stay as they were.
+        drop += tuple(k for k in ("rotate", "noise") if not d[k])
         return {k: v for k, v in d.items() if k not in drop}
+
+    @property
+    def is_copy(self) -> bool:
+        """A copy of ``base`` (rotated and/or perturbed) that is not fine-tuned."""
+        return self.base is not None and not self.trained
 
 
 def _builtin_families() -> Mapping[str, Any]:
