@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup real-models run real test check lint format report clean
+.PHONY: setup real-models run real test check lint format report clean unlock
 
 setup: $(VENV)/.installed
 real-models: $(VENV)/.real-models
@@ -56,6 +56,11 @@ format: setup
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 check: lint test
+
+# After a hard kill (SIGKILL, OOM killer, lost node) left Snakemake's lock behind: says whether
+# the lock is stale and, only then, removes it (`snakemake --unlock`; no result is touched).
+unlock: setup
+	$(BIN)/python -m crossprobe.locks . --unlock
 
 clean:
 	rm -rf results .snakemake

@@ -101,8 +101,8 @@ BAND_NOTE = "bands: strong >= 0.70, partial 0.40-0.70, weak < 0.40"
 
 
 def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Path) -> None:
-    """Source rows, target columns: mean Pearson_CE with the probe count n in every cell, and
-    how many of the n beat their null."""
+    """Source rows, target columns: mean Pearson_CE with the probe count n in every cell, how
+    many of the n beat their null, and how many probes the map did not carry."""
     import numpy as np
 
     grid = matrix.pivot(index="source", columns="target", values="mean_pearson_ce")
@@ -116,16 +116,21 @@ def plot_transfer_matrix(matrix: pd.DataFrame, models: list[str], path: str | Pa
     beats = matrix.pivot(index="source", columns="target", values="beats_null").reindex(
         index=models, columns=models
     )
+    dropped = matrix.pivot(index="source", columns="target", values="not_carried").reindex(
+        index=models, columns=models
+    )
     labels = np.empty(grid.shape, dtype=object)
     for i, s in enumerate(models):
         for j, t in enumerate(models):
             v, n, b = grid.loc[s, t], counts.loc[s, t], bands.loc[s, t]
+            gone = int(dropped.loc[s, t]) if np.isfinite(dropped.loc[s, t]) else 0
+            note = f"\n{gone} not carried" if gone else ""
             if s == t:
                 labels[i, j] = "1.00\nidentity"
             elif not np.isfinite(v):
-                labels[i, j] = "no data"
+                labels[i, j] = "no data" + note
             else:
-                labels[i, j] = f"{v:.2f}\n{b}\nn={int(n)}, {int(beats.loc[s, t])} > null"
+                labels[i, j] = f"{v:.2f}\n{b}\nn={int(n)}, {int(beats.loc[s, t])} > null{note}"
     side = 1.3 * len(models) + 2.5
     fig, ax = plt.subplots(figsize=(side, side * 0.85))
     shown = grid.copy()
@@ -483,6 +488,12 @@ def plot_steering_carried(table: pd.DataFrame, path: str | Path) -> None:
         axes[1].axhline(0, color="0.5", lw=0.4)
         axes[1].tick_params(axis="x", labelrotation=30, labelsize=7)
     axes[1].set_ylabel("slope ratio (target / source)")
+    gone = int((~table["carried"].astype(bool)).sum()) if "carried" in table else 0
+    axes[1].set_title(
+        "ratio where the source's own slope beats its null"
+        + (f"; {gone} direction(s) the map did not carry are left out" if gone else ""),
+        fontsize=8,
+    )
     fig.tight_layout()
     save_figure(fig, path)
 

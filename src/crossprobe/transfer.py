@@ -253,8 +253,9 @@ def scored_cells(
 
 
 def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """Mean rho per (source, target) over scored cells, with the count n, the band, and how
-    many of those n cells beat their null (``beats_null``; none is counted on the diagonal).
+    """Mean rho per (source, target) over scored cells, with the count n, the band, how many
+    of those n cells beat their null (``beats_null``; none is counted on the diagonal), and how
+    many of the pair's probes the map did not carry (``not_carried``: never in the mean).
 
     The diagonal is the identity: 1.0 wherever the model has cells at all, with n its cells.
     """
@@ -275,10 +276,18 @@ def transfer_matrix(table: pd.DataFrame, models: list[str]) -> pd.DataFrame:
                     "mean_pearson_ce": mean,
                     "n": len(sub),
                     "beats_null": 0 if s == t else int(sub["beats_null"].astype(bool).sum()),
+                    "not_carried": _not_carried(table, s, t),
                     "band": "identity" if s == t else band(mean),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _not_carried(table: pd.DataFrame, source: str, target: str) -> int:
+    if "carried" not in table.columns:
+        return 0
+    pair = table[(table.source == source) & (table.target == target)]
+    return int((~pair["carried"].astype(bool)).sum())
 
 
 def overstatement_summary(table: pd.DataFrame) -> dict[str, float | int]:

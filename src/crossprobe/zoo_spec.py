@@ -92,7 +92,7 @@ class ZooSpec:
             or self.noise < 0
         ):
             raise ConfigError(f"zoo: noise must be a number >= 0, got {self.noise!r}")
-        elif self.arch not in ARCHS:
+        if self.base is None and self.arch not in ARCHS:
             raise ConfigError(f"zoo: arch {self.arch!r} is unknown; use one of {list(ARCHS)}")
         if self.base is None and self.tokenizer not in TOKENIZER_KINDS:
             raise ConfigError(
