@@ -234,3 +234,27 @@ def test_slope_ratio_only_where_the_source_slope_beats_its_null():
     row = carried_table(carried, slopes_frame(src), slopes_frame(tgt), n_resamples=200).iloc[0]
     assert not row["source_beats_null"] and np.isnan(row["slope_ratio"])
     assert row["slope_target"] == pytest.approx(2.0)
+
+
+def test_a_dotted_dataset_name_does_not_pick_up_another_datasets_ridge_probes(tmp_path):
+    """`cities.*.safetensors` also matches `cities.big.number.safetensors` (dataset
+    `cities.big`): each file's own record decides whose probes it holds."""
+    from crossprobe.entry import _steering_probes
+    from crossprobe.probes import Probe, save_probes
+
+    def probe(v: float) -> Probe:
+        d = np.full(4, v)
+        return Probe("ridge", 1, d, d, 0.0, np.zeros(4), np.ones(4))
+
+    save_probes(tmp_path / "own.safetensors", [Probe("dim", 1, *[np.ones(4)] * 2, 0.0,
+                np.zeros(4), np.ones(4))], {"dataset": "cities"})  # fmt: skip
+    regression = tmp_path / "regression"
+    regression.mkdir()
+    for dataset, target, v in (("cities", "number", 1.0), ("cities.big", "number", 2.0)):
+        meta = {"dataset": dataset, "target": target, "method": "ridge"}
+        save_probes(regression / f"{dataset}.{target}.safetensors", [probe(v)], meta)
+    got = _steering_probes(str(tmp_path / "own.safetensors"), str(regression), "cities")
+    assert sorted(got) == [("dim", 1), ("ridge:number", 1)]
+    assert got[("ridge:number", 1)].direction[0] == 1.0
+    big = _steering_probes(str(tmp_path / "own.safetensors"), str(regression), "cities.big")
+    assert big[("ridge:number", 1)].direction[0] == 2.0

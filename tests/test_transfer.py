@@ -6,9 +6,9 @@ from crossprobe.stats import effect_ratio
 from crossprobe.transfer import (
     CellInputs,
     band,
+    effect_beats_null,
     overstatement_summary,
     probebench_entries,
-    effect_beats_null,
     score_cell,
     scored_cells,
     transfer_matrix,

@@ -204,7 +204,8 @@ class SteeringOptions:
 
     enabled: bool = True
     alphas: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
-    """Doses in units of the layer's typical spread (median ‖x − mean‖ on train); 0 is among them."""
+    """Doses in units of the layer's typical spread (median ‖x − mean‖ on train); 0 is among
+    them."""
     null_directions: int = 20
     """Random directions per layer: the permutation p-value's resolution is 1/(k+1), so k ≥ 20
     lets it go below 0.05."""

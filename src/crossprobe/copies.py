@@ -19,6 +19,7 @@ model moves a little (the stability check of the definitions).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -37,7 +38,7 @@ def random_rotation(d: int, *, seed: int) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
-def _module(root: torch.nn.Module, path: str) -> torch.nn.Module:
+def _module(root: Any, path: str) -> Any:
     for part in path.split("."):
         root = getattr(root, part)
     return root
@@ -51,7 +52,13 @@ def _check_llama_family(model: PreTrainedModel) -> None:
             f"an exact rotated copy needs a Llama-family model (model.embed_tokens, "
             f"model.layers, model.norm); {type(model).__name__} has another layout"
         )
-    for path in (*_READERS, *_MLP_READERS, *_WRITERS, "input_layernorm", "post_attention_layernorm"):
+    for path in (
+        *_READERS,
+        *_MLP_READERS,
+        *_WRITERS,
+        "input_layernorm",
+        "post_attention_layernorm",
+    ):
         try:
             _module(blocks[0], path)
         except AttributeError as e:
@@ -59,13 +66,13 @@ def _check_llama_family(model: PreTrainedModel) -> None:
                 f"an exact rotated copy needs Llama-family blocks; {type(model).__name__}'s "
                 f"block has no {path}"
             ) from e
-    for name, p in model.named_parameters():
+    for name, _ in model.named_parameters():
         if name.endswith(".bias") and any(w in name for w in _WRITERS):
             raise ConfigError(f"an exact rotated copy does not handle the output bias {name}")
 
 
 @torch.no_grad()
-def _fold_and_rotate(norm: torch.nn.Module, readers: list[torch.nn.Linear], q: torch.Tensor) -> None:
+def _fold_and_rotate(norm: Any, readers: list[Any], q: torch.Tensor) -> None:
     """``W ← W·diag(g)·Qᵀ`` for each linear reading ``norm``'s output; the gain becomes 1."""
     g = norm.weight.detach().to(torch.float64)
     for lin in readers:
@@ -84,10 +91,10 @@ def rotated_copy(model: PreTrainedModel, *, seed: int = 0) -> PreTrainedModel:
     ``tie_word_embeddings: false``.
     """
     _check_llama_family(model)
-    inner = model.model
+    inner: Any = model.model
     d = int(inner.embed_tokens.weight.shape[1])
     q = random_rotation(d, seed=seed)
-    head = model.get_output_embeddings()
+    head: Any = model.get_output_embeddings()
     if head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr():
         head.weight = torch.nn.Parameter(head.weight.detach().clone())
     model.config.tie_word_embeddings = False
@@ -98,7 +105,9 @@ def rotated_copy(model: PreTrainedModel, *, seed: int = 0) -> PreTrainedModel:
     emb.copy_((emb.detach().to(torch.float64) @ q.T).to(emb.dtype))
     for block in inner.layers:
         _fold_and_rotate(block.input_layernorm, [_module(block, p) for p in _READERS], q)
-        _fold_and_rotate(block.post_attention_layernorm, [_module(block, p) for p in _MLP_READERS], q)
+        _fold_and_rotate(
+            block.post_attention_layernorm, [_module(block, p) for p in _MLP_READERS], q
+        )
         for path in _WRITERS:
             lin = _module(block, path)
             w = lin.weight.detach().to(torch.float64)

@@ -797,7 +797,7 @@ def ablate_carried(smk: Any) -> None:
                 names.setdefault(lt, []).append(f"carried:{m}:{ls}:{lt}")
                 directions.setdefault(lt, []).append(c.vector)
             k = transfer["matched_null_directions"]
-            null = matched_null(fmap, k, seed=transfer["seed"] + ls) if k else []
+            null = matched_null(fmap, k, seed=transfer["seed"] + ls) if k else np.empty((0, 0))
             names[lt] += [f"matched:{ls}:{lt}:{j}" for j in range(len(null))]
             directions[lt] += list(null)
         res = _ablate_layers(

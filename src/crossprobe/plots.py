@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -93,7 +94,9 @@ def generalisation_figure(table: pd.DataFrame, model: str) -> Any:
         bar.ax.tick_params(labelsize=6)
         bar.set_label(label, fontsize=7)
     fig.suptitle(f"Cross-dataset generalisation of probes in {model} (test split)", fontsize=10)
-    fig.get_layout_engine().set(h_pad=0.12, w_pad=0.08)  # inches around every panel
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine)
+    engine.set(h_pad=0.12, w_pad=0.08)  # inches around every panel
     return fig
 
 

@@ -1,10 +1,10 @@
 """Steering dose-response: add ``α·N·u`` to a block's output and read the answer margin.
 
 ``u`` is a probe's unit direction (its positive side is the positive class, or larger targets
-for a ridge probe), ``N`` the layer's typical spread (:func:`typical_spread`) and ``α`` the dose, so that one
-list of doses means the same across models of different widths and scales. The vectors are
-added at the positions ``positions`` picks (the same as for ablation: ``skip_first`` leaves
-the first position and special tokens alone) of block ℓ's output, and the margin is read at
+for a ridge probe), ``N`` the layer's typical spread (:func:`typical_spread`) and ``α`` the
+dose, so that one list of doses means the same across models of different widths and
+scales. The vectors are added at the positions ``positions`` picks (the same as for
+ablation: ``skip_first`` leaves the first position and special tokens alone) of block ℓ's output, and the margin is read at
 the last prompt token. The forward passes are those of directional ablation
 (:func:`crossprobe.ablate.ablation_effects_by_layer` with ``edit="add"``): the blocks below ℓ
 run once per prompt batch and every (dose, direction) is one copy of the batch above it, beside
@@ -356,7 +356,7 @@ def carried_table(
     """
     import pandas as pd
 
-    boot = {"n_resamples": n_resamples, "ci": ci, "seed": seed}
+    boot: dict[str, Any] = {"n_resamples": n_resamples, "ci": ci, "seed": seed}
     out = []
     keys = ["dataset", "response", "probe", "source_layer", "layer"]
     src_by = {k: g for k, g in source_self.groupby(["dataset", "response", "probe", "layer"])}

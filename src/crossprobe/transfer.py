@@ -127,7 +127,7 @@ def score_cell(
             f"source effects {inputs.dm_source.shape} and target effects "
             f"{inputs.dm_target.shape} must cover the same prompts"
         )
-    boot = {"n_resamples": n_resamples, "ci": ci, "seed": seed}
+    boot: dict[str, Any] = {"n_resamples": n_resamples, "ci": ci, "seed": seed}
     corr = bootstrap_pearson(inputs.dm_source, inputs.dm_target, groups=inputs.groups, **boot)
     if not inputs.carried:
         corr = corr._replace(rho=float("nan"), ci_low=float("nan"), ci_high=float("nan"))

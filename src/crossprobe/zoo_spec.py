@@ -189,7 +189,7 @@ class ZooSpec:
         no ``base`` (so that the zoo job's params, and its rerun trigger, stay as they were)."""
         d = dataclasses.asdict(self)
         d["families"] = list(self.families)
-        drop = SHAPE_KEYS if self.base is not None else ("base",)
+        drop: tuple[str, ...] = SHAPE_KEYS if self.base is not None else ("base",)
         # A copy's keys only where set, so that every other model's params stay as they were.
         drop += tuple(k for k in ("rotate", "noise") if not d[k])
         return {k: v for k, v in d.items() if k not in drop}
