@@ -4,17 +4,18 @@
 for a ridge probe), ``N`` the layer's typical spread (:func:`typical_spread`) and ``α`` the
 dose, so that one list of doses means the same across models of different widths and
 scales. The vectors are added at the positions ``positions`` picks (the same as for
-ablation: ``skip_first`` leaves the first position and special tokens alone) of block ℓ's output, and the margin is read at
-the last prompt token. The forward passes are those of directional ablation
+ablation: ``skip_first`` leaves the first position and special tokens alone) of block ℓ's
+output, and the margin is read at the last prompt token. The forward passes are those of
+directional ablation
 (:func:`crossprobe.ablate.ablation_effects_by_layer` with ``edit="add"``): the blocks below ℓ
 run once per prompt batch and every (dose, direction) is one copy of the batch above it, beside
 an unedited copy that is the reference, so a dose of 0 changes nothing, exactly.
 
 Per direction, each prompt's response is summarised by the least-squares slope of its margin
 against ``α``; the direction's slope is their mean (the pooled least-squares slope, since every
-prompt sees the same doses), with a bootstrap interval over prompts and the two-sided p-value
-of a one-sample t-test of the per-prompt slopes (prompts are the unit, not (prompt, dose)
-points, which are not independent).
+prompt sees the same doses), with a bootstrap interval that resamples facts (the prompts'
+groups) and the two-sided p-value of a one-sample t-test of the per-fact mean slopes (facts
+are the unit, not prompts or (prompt, dose) points, which are not independent).
 """
 
 from __future__ import annotations
