@@ -324,7 +324,10 @@ def probebench_entries(table: pd.DataFrame) -> dict[str, list[dict[str, object]]
                 "transfer_auroc": _num(row["transfer_auroc"]),
                 "notes": (
                     f"layers {row['source_layer']}->{row['target_layer']}; "
-                    f"95% CI [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]; n={row['n']}; "
+                    f"95% CI [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] over "
+                    f"{row.get('n_facts', row['n'])} facts; n={row['n']}; "
+                    f"{'carried' if row.get('carried', True) else 'NOT carried by the map'} "
+                    f"(length x{_fmt(row.get('carried_length', float('nan')))}); "
                     f"null p95={_fmt(row['null_p95'])}, p={_fmt(row['p_value'])}; "
                     f"effect x{_fmt(row['source_effect'])} source, "
                     f"x{_fmt(row['target_effect'])} target (random direction = 1); "
