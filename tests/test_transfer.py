@@ -244,6 +244,15 @@ def test_cells_under_200_prompts_are_never_scored():
     assert not scored_cells(full_table("abcd", n=250), min_prompts=300, min_sources=1).any()
 
 
+def test_cells_with_few_facts_or_a_direction_not_carried_are_never_scored():
+    t = full_table("abcd", n=250).assign(n_facts=40, carried=True)
+    assert scored_cells(t, min_prompts=200, min_sources=1, min_facts=30).all()
+    assert not scored_cells(t, min_prompts=200, min_sources=1, min_facts=41).any()
+    dropped = t.assign(carried=t.source == t.target)  # only the diagonal carried
+    s = scored_cells(dropped, min_prompts=200, min_sources=1, min_facts=30)
+    assert s[t.source == t.target].all() and not s[t.source != t.target].any()
+
+
 def test_diagonal_is_the_identity_even_when_nothing_is_scored():
     t = full_table("ab", n=250)
     t["scored"] = scored_cells(t, min_prompts=200, min_sources=3)

@@ -974,6 +974,7 @@ def transfer_tables(smk: Any) -> None:
         min_prompts=smk.params.min_prompts,
         min_sources=smk.params.min_sources,
         controls=smk.params.controls,
+        min_facts=smk.params.min_facts,
     )
     table = with_answer_auroc(table, pd.read_csv(smk.input.answers))
     nulls = pd.concat([pd.read_csv(p) for p in smk.input.null], ignore_index=True)

@@ -235,16 +235,22 @@ def scored_cells(
     min_prompts: int,
     min_sources: int,
     controls: Collection[str] = (),
+    min_facts: int = 0,
 ) -> pd.Series:
     """Which cells count toward a score (a boolean per row of ``table``).
 
-    A cell needs a finite rho over enough prompts (:func:`scoring_floor`). An off-diagonal
+    A cell needs a finite rho over enough prompts (:func:`scoring_floor`) and ``min_facts``
+    facts, and a direction the map carried. An off-diagonal
     cell also needs its probe (dataset, method, layer position) carried into its target from at
     least ``min_sources`` distinct source models whose cells have that much, not counting the
     ``controls``; single pairs are reported but not scored. A diagonal cell (the identity)
     needs only its prompts.
     """
     ok = (table["n"] >= scoring_floor(min_prompts)) & np.isfinite(table["pearson_ce"])
+    if "n_facts" in table.columns:
+        ok &= table["n_facts"] >= min_facts
+    if "carried" in table.columns:
+        ok &= table["carried"].astype(bool)
     off = table["source"] != table["target"]
     keys = ["target", "dataset", "method", "layer_position"]
     counted = ok & off & ~table["source"].isin(list(controls))

@@ -24,6 +24,7 @@ rule transfer_tables:
         models=list(CFG.models),
         min_prompts=CFG.transfer.min_prompts,
         min_sources=CFG.transfer.min_sources,
+        min_facts=CFG.transfer.min_facts,
         controls=CFG.controls,
     run:
         entry(rule, input, output, params, wildcards, threads, log)
