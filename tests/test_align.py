@@ -260,3 +260,19 @@ def test_a_direction_the_map_shrinks_to_nothing_is_not_carried():
     np.testing.assert_allclose(kept.vector, m.carry_direction(np.eye(10, dtype=np.float32)[0]))
     null = matched_null(m, 5, seed=0)
     assert null.shape == (5, 10) and np.allclose(null[:, -1], 0.0, atol=1e-3)
+
+
+def test_procrustes_on_fewer_rows_than_the_width_does_not_carry_what_the_rows_never_visit():
+    """Fitted on 8 rows of a 20-wide space, Procrustes knows a 7-dimensional subspace: a
+    direction orthogonal to it comes out ~1e-8 long, which is reported as not carried."""
+    from crossprobe.align import carry
+
+    rng = np.random.default_rng(13)
+    basis = np.linalg.qr(rng.normal(size=(20, 7)))[0]  # [20, 7]
+    x = rng.normal(size=(10, 7)) @ basis.T
+    m = fit_map(x, x.copy(), method="procrustes", heldout=np.arange(10) >= 8)
+    outside = np.linalg.qr(np.hstack([basis, rng.normal(size=(20, 1))]))[0][:, -1]
+    gone = carry(m, outside, 0.1)
+    assert not gone.carried and gone.length < 1e-4
+    inside = carry(m, basis[:, 0], 0.1)
+    assert inside.carried

@@ -379,10 +379,13 @@ def test_steering_tables(run):
     margin = c[c.probe.isin(["dim", "logreg"])]
     assert margin["pearson_ce"].notna().all()
     assert c[c.probe.str.startswith("ridge:")]["pearson_ce"].isna().all()
-    ok = c["slope_source"] != 0
+    ok = c["source_beats_null"].astype(bool) & c["carried"].astype(bool)
+    assert ok.any() and c.loc[~ok, "slope_ratio"].isna().all()
     np.testing.assert_allclose(
         c.loc[ok, "slope_ratio"], c.loc[ok, "slope_target"] / c.loc[ok, "slope_source"], rtol=1e-5
     )
+    assert (c["n_facts"] <= c["n"]).all() and (t["n_facts"] <= t["n"]).all()
+    assert (t["null_k"] == 4).all()
     for name in ("steering.png", "steering_carried.png"):
         assert (run / "results/figures" / name).stat().st_size > 10_000
 
