@@ -386,7 +386,8 @@ def test_steering_tables(run):
     pairs = {(s, t) for s in REDUCED["models"] for t in REDUCED["models"] if s != t}
     assert set(zip(c["source"], c["target"], strict=True)) == pairs
     margin = c[c.probe.isin(["dim", "logreg"])]
-    assert margin["pearson_ce"].notna().all()
+    assert margin.loc[margin.carried, "pearson_ce"].notna().all()
+    assert margin.loc[~margin.carried, ["pearson_ce", "slope_target"]].isna().all(axis=None)
     assert c[c.probe.str.startswith("ridge:")]["pearson_ce"].isna().all()
     ok = c["source_beats_null"].astype(bool) & c["carried"].astype(bool)
     assert ok.any() and c.loc[~ok, "slope_ratio"].isna().all()
