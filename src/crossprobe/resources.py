@@ -564,10 +564,11 @@ class Sizer:
             copies = directions * len(st.alphas)
             forward_passes = steered * (1 + n_layers * copies)
             data = steered * n_layers * copies * 40.0
-        else:  # ablate_carried
+        else:  # ablate_carried: the carried probes and the map-matched null directions
             prompts = sum(self._effect_prompts(self.rows(d)) for d in self.cfg.datasets)
-            forward_passes = prompts * (1 + n_layers * n_methods)
-            data = prompts * (1 + n_layers * n_methods) * 8.0
+            directions = n_methods + self.cfg.transfer.matched_null_directions
+            forward_passes = prompts * (1 + n_layers * directions)
+            data = prompts * (1 + n_layers * directions) * 8.0
         seconds = (
             forward_passes * flops_per_prompt / (GPU_FLOPS * request.count)
             + weights / LOAD_BYTES_PER_S
