@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup real-models run real test check lint format report clean unlock
+.PHONY: setup real-models run real test check lint format report clean unlock slurm-profile
 
 setup: $(VENV)/.installed
 real-models: $(VENV)/.real-models
@@ -25,10 +25,10 @@ $(VENV)/.real-models: $(VENV)/.installed constraints.txt
 	touch $@
 
 run: setup
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
 report: run
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --report results/report.html
 
 # The real-model run: SmolLM2-135M-Instruct, a fine-tune of it and Gemma 3 270M (configs/real.yaml)
 # in its own working directory, runs/real/ (results in runs/real/results/).
@@ -38,7 +38,7 @@ real: real-models
 	$(BIN)/python -m crossprobe.convert install $(REAL_DIR)/gguf
 	ln -sf ../../configs/real.yaml $(REAL_DIR)/config.yaml
 	cd $(REAL_DIR) && ../../$(BIN)/snakemake --snakefile ../../Snakefile \
-		--profile ../../profiles/default --cores $(CORES)
+		--profile ../../profiles/local --cores $(CORES)
 
 test: setup real-models
 	$(BIN)/pytest -q
@@ -61,6 +61,17 @@ check: lint test
 # the lock is stale and, only then, removes it (`snakemake --unlock`; no result is touched).
 unlock: setup
 	$(BIN)/python -m crossprobe.locks . --unlock
+
+# Links profiles/slurm as your `slurm` Snakemake profile, so that `snakemake --profile slurm` runs
+# the workflow on a SLURM cluster from the repository root. Refuses to replace a `slurm` profile
+# of your own (SLURM_PROFILE=/other/path picks another place).
+SLURM_PROFILE ?= $${XDG_CONFIG_HOME:-$$HOME/.config}/snakemake/slurm
+slurm-profile:
+	@dest="$(SLURM_PROFILE)"; src="$(CURDIR)/profiles/slurm"; \
+	if [ -e "$$dest" ] && [ "$$(readlink -f "$$dest")" != "$$(readlink -f "$$src")" ]; then \
+		echo "$$dest exists and is not $$src: move it away, or set SLURM_PROFILE" >&2; exit 1; fi; \
+	mkdir -p "$$(dirname "$$dest")" && ln -sfn "$$src" "$$dest" && \
+	echo "$$dest -> $$src: run \`snakemake --profile slurm\` from $(CURDIR)"
 
 clean:
 	rm -rf results .snakemake

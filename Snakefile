@@ -17,6 +17,7 @@ include: "workflow/rules/resources.smk"
 
 # Schema validation and every other check on the config, before any job is planned.
 CFG = validated_config(config)
+MAP_PATTERN = map_pattern()
 
 
 include: "workflow/rules/zoo.smk"

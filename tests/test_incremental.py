@@ -5,9 +5,9 @@ copies it (mtimes and Snakemake's metadata included), changes the config with an
 `--configfile`, asserts the dry run's job list exactly, and for the changes that are cheap to
 rerun, runs the workflow and asserts that no output outside those jobs was rewritten.
 
-Every job costs several seconds of Python imports here, so the changes that rerun a whole model
-(a zoo seed) or every pair (a new dataset) are checked by their dry run only; adding a model, the
-main case, and a bootstrap change are run for real.
+Every job costs several seconds of Python imports here, so the change that reruns a whole model
+(a zoo seed) is checked by its dry run only; adding a model, adding a dataset (the two ways a
+matrix grows), a template change and a bootstrap change are run for real.
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ BASE = {
     "steering": {"alphas": [-0.5, 0.0, 0.5], "null_directions": 2, "prompts": 16},
 }
 MODELS, DATASETS = list(BASE["models"]), list(BASE["datasets"])
-#: Jobs per (model, dataset), and per ordered pair, that run a model.
+#: Jobs per (model, dataset), and per cell (ordered pair and dataset).
 MODEL_DATASET_RULES = ("extract", "train", "ablate_self", "steer_self")
 CARRIED_RULES = ("ablate_carried", "steer_carried")
+CELL_RULES = ("align_dataset", *CARRIED_RULES, "correlate")
 
 Job = tuple[str, frozenset]
 
@@ -148,6 +149,17 @@ def test_copy_of_a_finished_run_is_up_to_date(workdir):
     assert _plan(workdir)[0] == set()
 
 
+def _cells(pairs: list[tuple[str, str]], datasets: list[str]) -> set[Job]:
+    """Every job of these cells: maps, carried ablation and steering, and correlation (only
+    the correlation on the diagonal)."""
+    out = set()
+    for s, t in pairs:
+        for d in datasets:
+            rules = CELL_RULES if s != t else ("correlate",)
+            out |= {_job(r, source=s, target=t, dataset=d) for r in rules}
+    return out
+
+
 def test_adding_a_model_runs_only_its_jobs(workdir):
     extra = _write(workdir / "add_model.yaml", {"models": {"c": _zoo("qwen3", "bpe", 3)}})
     jobs, paths = _plan(workdir, extra)
@@ -155,11 +167,8 @@ def test_adding_a_model_runs_only_its_jobs(workdir):
     expected = {_job("zoo", model=new), _job("generalise", model=new)}
     for d in DATASETS:
         expected |= {_job(r, model=new, dataset=d) for r in MODEL_DATASET_RULES}
-    for m in old:
-        for s, t in ((m, new), (new, m)):
-            expected |= {_job(r, source=s, target=t) for r in ("align", "correlate")}
-            expected |= {_job(r, source=s, target=t) for r in CARRIED_RULES}
-    expected.add(_job("correlate", source=new, target=new))
+    pairs = [(m, new) for m in old] + [(new, m) for m in old] + [(new, new)]
+    expected |= _cells(pairs, DATASETS)
     expected |= {_job("crosslabels", dataset=d) for d in DATASETS}  # its labels join each
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
 
@@ -170,7 +179,12 @@ def test_adding_a_model_runs_only_its_jobs(workdir):
 def test_bootstrap_change_reruns_only_correlate_and_aggregates(workdir):
     extra = _write(workdir / "bootstrap.yaml", {"transfer": {"bootstrap": 200}})
     jobs, paths = _plan(workdir, extra)
-    expected = {_job("correlate", source=s, target=t) for s in MODELS for t in MODELS}
+    expected = {
+        _job("correlate", source=s, target=t, dataset=d)
+        for s in MODELS
+        for t in MODELS
+        for d in DATASETS
+    }
     expected |= {_job(r) for r in ("transfer_tables", "plot_transfer", "steering_tables", "all")}
     assert jobs == expected
     _rerun_and_check(workdir, extra, paths)
@@ -184,30 +198,59 @@ def test_model_change_reruns_only_that_model(workdir):
     expected = {_job("zoo", model=changed), _job("generalise", model=changed)}
     for d in DATASETS:
         expected |= {_job(r, model=changed, dataset=d) for r in MODEL_DATASET_RULES}
-    for s, t in ((other, changed), (changed, other)):
-        expected |= {_job(r, source=s, target=t) for r in ("align", "correlate", *CARRIED_RULES)}
-    expected.add(_job("correlate", source=changed, target=changed))
+    expected |= _cells([(other, changed), (changed, other), (changed, changed)], DATASETS)
     expected |= {_job("crosslabels", dataset=d) for d in DATASETS}
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
     assert jobs == expected
 
 
-def test_adding_a_dataset_keeps_existing_extraction_and_probes(workdir):
-    """Maps pool the align rows of every dataset, so every pair is refit; nothing per-dataset is."""
+def test_adding_a_dataset_runs_only_its_cells(workdir):
+    """Each cell has maps of its own dataset (`transfer.align_on: each`): a new dataset plans
+    only jobs that name it (and the aggregates), and running it rewrites no existing file."""
     extra = _write(workdir / "dataset.yaml", {"datasets": {"category": {"builtin": "category"}}})
-    jobs, _ = _plan(workdir, extra)
+    jobs, paths = _plan(workdir, extra)
     new = "category"
     expected = {_job("dataset", dataset=new), _job("crosslabels", dataset=new)}
     for m in MODELS:
         expected |= {_job(r, model=m, dataset=new) for r in MODEL_DATASET_RULES}
         expected.add(_job("generalise", model=m))
-    for s in MODELS:
-        for t in MODELS:
-            expected.add(_job("correlate", source=s, target=t))
-            if s != t:
-                expected |= {_job(r, source=s, target=t) for r in ("align", *CARRIED_RULES)}
+    expected |= _cells([(s, t) for s in MODELS for t in MODELS], [new])
     expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
-    assert jobs == expected
+    assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
+    _rerun_and_check(workdir, extra, paths)
+
+
+def test_a_dataset_template_reruns_only_that_datasets_cells(workdir):
+    """A dataset's prompt changes what every model reads on it, and nothing else."""
+    template = "Statement: {statement} Is that so? Answer:"
+    extra = _write(workdir / "template.yaml", {"datasets": {"parity": {"template": template}}})
+    jobs, paths = _plan(workdir, extra)
+    changed = "parity"
+    expected = {_job("crosslabels", dataset=changed)}
+    for m in MODELS:
+        expected |= {_job(r, model=m, dataset=changed) for r in MODEL_DATASET_RULES}
+        expected.add(_job("generalise", model=m))
+    expected |= _cells([(s, t) for s in MODELS for t in MODELS], [changed])
+    expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
+    assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
+    _rerun_and_check(workdir, extra, paths)
+
+
+def test_a_declared_alignment_set_is_left_alone_by_a_new_dataset(workdir):
+    """With `align_on: [larger_than, parity]` one map per pair pools those datasets' rows: it
+    is refit when declared (a new map file), and a dataset outside the set refits no map."""
+    declared = {"transfer": {"align_on": DATASETS}}
+    extra = _write(workdir / "declared.yaml", declared)
+    jobs, _ = _plan(workdir, extra)
+    assert {_job("align", source=s, target=t) for s in MODELS for t in MODELS if s != t} <= jobs
+    _snakemake(workdir, extra=extra)
+    more = _write(
+        workdir / "more.yaml", {**declared, "datasets": {"category": {"builtin": "category"}}}
+    )
+    jobs, _ = _plan(workdir, more)
+    assert not {j for j in jobs if j[0] in ("align", "align_dataset")}
+    names = {dict(w).get("dataset") for r, w in jobs if r in CELL_RULES}
+    assert names == {"category"}
 
 
 def test_ablated_positions_rerun_the_ablations_only(workdir):
@@ -221,11 +264,8 @@ def test_ablated_positions_rerun_the_ablations_only(workdir):
         for d in DATASETS
         for r in ("ablate_self", "steer_self")
     }
-    for s in MODELS:
-        for t in MODELS:
-            expected.add(_job("correlate", source=s, target=t))
-            if s != t:
-                expected |= {_job(r, source=s, target=t) for r in CARRIED_RULES}
+    cells = _cells([(s, t) for s in MODELS for t in MODELS], DATASETS)
+    expected |= {j for j in cells if j[0] != "align_dataset"}
     expected |= {_job("crosslabels", dataset=d) for d in DATASETS}  # the answer margins
     expected |= {_job(r) for r in AGGREGATES - {"generalisation_table"}}
     assert jobs == expected
@@ -236,7 +276,11 @@ def test_steering_doses_rerun_only_the_steering(workdir):
     jobs, _ = _plan(workdir, extra)
     expected = {_job("steer_self", model=m, dataset=d) for m in MODELS for d in DATASETS}
     expected |= {
-        _job("steer_carried", source=s, target=t) for s in MODELS for t in MODELS if s != t
+        _job("steer_carried", source=s, target=t, dataset=d)
+        for s in MODELS
+        for t in MODELS
+        for d in DATASETS
+        if s != t
     }
     expected |= {_job("steering_tables"), _job("all")}
     assert jobs == expected

@@ -1,19 +1,23 @@
-"""The workflow on a real SLURM cluster with `--profile profiles/slurm`, as shipped.
+"""The workflow on a real SLURM cluster with `snakemake --profile slurm`, as a user types it.
 
 Needs a running cluster whose partitions and GPU gres match profiles/slurm/cluster.yaml, such as
-the single-node one of `.ci/slurm/start.sh` (fake gpu:h100:2,gpu:h200:1); skipped otherwise.
-Checks from `sacct` that every model-running rule went to the GPU partition with the GPUs the
-profile sizes for it, every other rule to the CPU partition, and that the result tables equal a
-local run's.
+the single-node one of `.ci/slurm/start.sh` (fake gpu:h100:2,gpu:h200:1). The profile is
+installed the documented way (`make slurm-profile`, into a private config directory) and the run
+is started from the repository root. Checks from `sacct` and the job logs that every
+model-running job went to the GPU partition with the GPUs the profile sizes for it and every
+other job to the CPU partition; that the carried jobs of each target model shared one
+allocation that loaded the model once; and that the result tables equal a local run's.
 
-The run uses a reduced config (two tiny zoo models, two datasets): each SLURM job costs
+The run uses a reduced config (two tiny zoo models, two datasets): each SLURM allocation costs
 several seconds of scheduling and two Snakemake start-ups, so the default config is measured
 separately (BENCHMARKS.md), not here.
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +33,7 @@ SNAKEFILE = REPO / "Snakefile"
 PROFILE = REPO / "profiles" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 GPU_RULES = {"zoo", "extract", "ablate_self", "ablate_carried", "steer_self", "steer_carried"}
+CARRIED_RULES = {"ablate_carried", "steer_carried"}
 #: Wall-clock bound of the SLURM run (the process is killed, never left hanging on sacct).
 SLURM_TIMEOUT_S = int(os.environ.get("CROSSPROBE_SLURM_TIMEOUT", "1500"))
 
@@ -78,24 +83,35 @@ def _cluster_file(tmp: Path) -> Path:
     return path
 
 
-def _run(args: list[str], workdir: Path, env: dict[str, str], timeout: int, log: Path) -> None:
-    cmd = ["timeout", "-s", "KILL", str(timeout), *SNAKEMAKE, "-s", str(SNAKEFILE)]
-    cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int, log: Path) -> None:
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            ["timeout", "-s", "KILL", str(timeout), *cmd],
+            cwd=cwd,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     if proc.returncode:
         tail = "\n".join(log.read_text().splitlines()[-60:])
-        pytest.fail(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{tail}")
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
+
+
+def _install_profile(tmp: Path, env: dict[str, str]) -> dict[str, str]:
+    """`make slurm-profile` into a private config directory; the environment that finds it."""
+    env = {**env, "XDG_CONFIG_HOME": str(tmp / "xdg")}
+    subprocess.run(["make", "-s", "slurm-profile"], cwd=REPO, env=env, check=True)
+    assert (tmp / "xdg" / "snakemake" / "slurm").resolve() == PROFILE.resolve()
+    return env
 
 
 def _sacct(since: str, workdir: Path) -> pd.DataFrame:
-    """This run's jobs: those submitted from `workdir` since `since`.
+    """This run's allocations: those submitted from `workdir` since `since`.
 
     `sacct -S` also lists older jobs that were still pending or running at `since` (a cluster
     that outlived an earlier run, say), so jobs are matched on their working directory too.
     """
     fields = ["JobID", "JobName", "Partition", "AllocTRES", "State", "Account", "WorkDir"]
-    fields.append("Comment")
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-S", since, "-o", ",".join(f"{f}%300" for f in fields)],
         capture_output=True,
@@ -105,9 +121,28 @@ def _sacct(since: str, workdir: Path) -> pd.DataFrame:
     rows = [line.split("|", len(fields) - 1) for line in out.splitlines() if line.strip()]
     df = pd.DataFrame(rows, columns=fields)
     df = df[df["JobName"].str.startswith("crossprobe")]
-    df = df[df["WorkDir"].map(lambda d: Path(d).resolve() == workdir.resolve())]
-    df["rule"] = df["Comment"].str.extract(r"^rule_(.+?)(?:_wildcards_.*)?$", expand=False)
-    return df
+    return df[df["WorkDir"].map(lambda d: Path(d).resolve() == workdir.resolve())]
+
+
+def _job_logs(workdir: Path) -> pd.DataFrame:
+    """Every job's own log: its rule, wildcards, SLURM allocation and model loads."""
+    rows = []
+    for path in (workdir / "results" / "logs").rglob("*.log"):
+        if "slurm" in path.relative_to(workdir / "results" / "logs").parts[:1]:
+            continue
+        text = path.read_text()
+        m = re.search(r"rule (\w+), wildcards (\{.*?\}), process \d+, SLURM job (\d+)", text)
+        assert m, f"{path}: no SLURM job in its first line"
+        rows.append(
+            {
+                "rule": m.group(1),
+                "wildcards": ast.literal_eval(m.group(2)),
+                "slurm_job": m.group(3),
+                "loads": len(re.findall(r" INFO loading ", text)),
+                "reuses": len(re.findall(r" INFO reusing ", text)),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _gpu_requests(workdir: Path, cluster_file: Path) -> set[tuple[str, int]]:
@@ -128,7 +163,7 @@ def _tables(workdir: Path) -> dict[str, pd.DataFrame]:
 
 def test_workflow_on_slurm_matches_local(tmp_path):
     cluster_file = _cluster_file(tmp_path)
-    env = {**os.environ, "CROSSPROBE_CLUSTER": str(cluster_file)}
+    env = _install_profile(tmp_path, {**os.environ, "CROSSPROBE_CLUSTER": str(cluster_file)})
     site = yaml.safe_load(cluster_file.read_text())
     local, remote = tmp_path / "local", tmp_path / "slurm"
     for d in (local, remote):
@@ -137,45 +172,45 @@ def test_workflow_on_slurm_matches_local(tmp_path):
 
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
     t0 = time.perf_counter()
-    _run(
-        ["--profile", str(PROFILE), "--workflow-profile", "none", "--jobs", "8"],
-        remote,
-        env,
-        SLURM_TIMEOUT_S,
-        tmp_path / "slurm.log",
-    )
+    # From the repository root, as the README says (its own results in `remote`).
+    where = ["--directory", str(remote), "--configfile", str(remote / "config.yaml")]
+    _run([*SNAKEMAKE, "--profile", "slurm", *where, "--jobs", "8"], REPO, env,
+         SLURM_TIMEOUT_S, tmp_path / "slurm.log")  # fmt: skip
     slurm_s = time.perf_counter() - t0
-    _run(["--cores", "2"], local, env, 1200, tmp_path / "local.log")
-    print(f"SLURM run {slurm_s:.0f} s")
+    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(local), "--cores", "2"]
+    _run([*cmd, "--configfile", str(local / "config.yaml")], local, env, 1200,
+         tmp_path / "local.log")  # fmt: skip
 
-    jobs = _sacct(since, remote)
-    assert not jobs.empty, "sacct shows no crossprobe job"
-    assert (jobs["State"] == "COMPLETED").all(), jobs[jobs["State"] != "COMPLETED"]
-    assert jobs["rule"].notna().all(), jobs[jobs["rule"].isna()]
-    assert (jobs["Account"] == (site["account"] or jobs["Account"])).all()
+    allocations = _sacct(since, remote)
+    jobs = _job_logs(remote)
+    print(f"SLURM run {slurm_s:.0f} s: {len(jobs)} jobs in {len(allocations)} allocations, "
+          f"{jobs['loads'].sum()} model loads")  # fmt: skip
+    assert not allocations.empty, "sacct shows no crossprobe job"
+    assert (allocations["State"] == "COMPLETED").all(), allocations
+    assert (allocations["Account"] == (site["account"] or allocations["Account"])).all()
+    # Every planned job ran once, in one of this run's allocations, and every allocation ran one.
     dry = subprocess.run(
-        [
-            *SNAKEMAKE,
-            "-s",
-            str(SNAKEFILE),
-            "--directory",
-            str(local),
-            "-n",
-            "-F",
-            "--quiet",
-            "rules",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+        [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(local), "-n", "-F", "--quiet",
+         "rules"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
     planned = _job_counts(dry.stdout + dry.stderr)
-    ran = jobs["rule"].value_counts().to_dict()
-    assert ran == {r: n for r, n in planned.items() if r != "all"}
+    assert jobs["rule"].value_counts().to_dict() == {r: n for r, n in planned.items() if r != "all"}
+    assert set(jobs["slurm_job"]) == set(allocations["JobID"])
 
-    gpu = jobs[jobs["rule"].isin(GPU_RULES)]
-    cpu = jobs[~jobs["rule"].isin(GPU_RULES)]
-    assert set(gpu["rule"]) == GPU_RULES
+    # The carried jobs of each target share one allocation, which loads the model once.
+    carried = jobs[jobs["rule"].isin(CARRIED_RULES)]
+    by_target = carried.groupby(carried["wildcards"].map(lambda w: w["target"]))
+    assert set(by_target.groups) == set(CONFIG["models"])
+    for target, group in by_target:
+        assert group["slurm_job"].nunique() == 1, (target, group)
+        assert jobs[jobs["slurm_job"] == group["slurm_job"].iloc[0]]["loads"].sum() == 1
+        assert group["reuses"].sum() == len(group) - 1
+    assert len(allocations) < len(jobs)
+
+    gpu_jobs = set(jobs[jobs["rule"].isin(GPU_RULES)]["slurm_job"])
+    gpu = allocations[allocations["JobID"].isin(gpu_jobs)]
+    cpu = allocations[~allocations["JobID"].isin(gpu_jobs)]
     assert (gpu["Partition"] == site["partitions"]["gpu"]).all(), gpu
     assert (cpu["Partition"] == site["partitions"]["cpu"]).all(), cpu
     # Tiny zoo models fit the smallest GPU: one h100 each, and no GPU for CPU rules.
@@ -183,12 +218,12 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     assert requests == {(site["gpus"][0]["model"], 1)}
     ((model, count),) = requests
     want = f"gres/gpu:{model}={count}"
-    assert gpu["AllocTRES"].str.contains(want, regex=False).all(), gpu[["rule", "AllocTRES"]]
-    assert not cpu["AllocTRES"].str.contains("gres/gpu").any(), cpu[["rule", "AllocTRES"]]
+    assert gpu["AllocTRES"].str.contains(want, regex=False).all(), gpu[["JobID", "AllocTRES"]]
+    assert not cpu["AllocTRES"].str.contains("gres/gpu").any(), cpu[["JobID", "AllocTRES"]]
 
-    # One SLURM log per job, kept after success.
+    # One SLURM log per allocation, kept after success.
     logs = list((remote / "results" / "logs" / "slurm").rglob("*.log"))
-    assert len(logs) == len(jobs)
+    assert len(logs) == len(allocations)
 
     for name, expected in _tables(local).items():
         got = _tables(remote)[name]

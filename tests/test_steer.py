@@ -237,8 +237,8 @@ def test_slope_ratio_only_where_the_source_slope_beats_its_null():
 
 
 def test_a_dotted_dataset_name_does_not_pick_up_another_datasets_ridge_probes(tmp_path):
-    """`cities.*.safetensors` also matches `cities.big.number.safetensors` (dataset
-    `cities.big`): each file's own record decides whose probes it holds."""
+    """Ridge probes live in one folder per dataset (`cities/`, `cities.big/`): a dataset's
+    steering reads its own folder, and a file whose record names another dataset is refused."""
     from crossprobe.entry import _steering_probes
     from crossprobe.probes import Probe, save_probes
 
@@ -248,13 +248,18 @@ def test_a_dotted_dataset_name_does_not_pick_up_another_datasets_ridge_probes(tm
 
     save_probes(tmp_path / "own.safetensors", [Probe("dim", 1, *[np.ones(4)] * 2, 0.0,
                 np.zeros(4), np.ones(4))], {"dataset": "cities"})  # fmt: skip
-    regression = tmp_path / "regression"
-    regression.mkdir()
+    folders = {}
     for dataset, target, v in (("cities", "number", 1.0), ("cities.big", "number", 2.0)):
+        folders[dataset] = tmp_path / "regression" / dataset
+        folders[dataset].mkdir(parents=True)
         meta = {"dataset": dataset, "target": target, "method": "ridge"}
-        save_probes(regression / f"{dataset}.{target}.safetensors", [probe(v)], meta)
-    got = _steering_probes(str(tmp_path / "own.safetensors"), str(regression), "cities")
+        save_probes(folders[dataset] / f"{target}.safetensors", [probe(v)], meta)
+    own = str(tmp_path / "own.safetensors")
+    got = _steering_probes(own, [str(folders["cities"])], "cities")
     assert sorted(got) == [("dim", 1), ("ridge:number", 1)]
     assert got[("ridge:number", 1)].direction[0] == 1.0
-    big = _steering_probes(str(tmp_path / "own.safetensors"), str(regression), "cities.big")
+    big = _steering_probes(own, [str(folders["cities.big"])], "cities.big")
     assert big[("ridge:number", 1)].direction[0] == 2.0
+    # A folder of another dataset's probes is refused, never steered under this one's name.
+    with pytest.raises(ValueError, match="not 'cities'"):
+        _steering_probes(own, [str(folders["cities.big"])], "cities")

@@ -197,12 +197,9 @@ def test_transfer_table_columns_and_recomputable_rho(run):
     off = off[off.carried]
     assert ((off.ci_low <= off.pearson_ce) & (off.pearson_ce <= off.ci_high)).all()
     cell = off.iloc[0]
-    fx = pd.read_parquet(run / f"results/effects/cells/{cell.source}/{cell.target}.parquet")
-    sel = fx[
-        (fx.dataset == cell.dataset)
-        & (fx.method == cell.method)
-        & (fx.source_layer == cell.source_layer)
-    ]
+    fx = pd.read_parquet(run / f"results/cells/{cell.source}/{cell.target}/{cell.dataset}.parquet")
+    assert set(fx.dataset) == {cell.dataset}
+    sel = fx[(fx.method == cell.method) & (fx.source_layer == cell.source_layer)]
     assert sel.row.is_unique and len(sel) == cell.n
     assert pearson(sel.dm_source.to_numpy(), sel.dm_target.to_numpy()) == pytest.approx(
         cell.pearson_ce, abs=1e-5
@@ -314,7 +311,7 @@ def test_regression_probes_predict_their_target(run):
     assert trained["r2"].max() > 0.8
     df = pd.read_parquet(run / "results/datasets/larger_than.parquet")
     store = open_store(run / "results/activations/llama/larger_than.zarr")
-    probes = load_probes(run / "results/regression/llama/larger_than.diff.safetensors")
+    probes = load_probes(run / "results/regression/llama/larger_than/diff.safetensors")
     test = np.flatnonzero(store.split() == "test")
     for (method, layer), probe in probes.items():
         assert method == "ridge"

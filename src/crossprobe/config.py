@@ -187,7 +187,14 @@ class TransferOptions:
     same map, is not carried: not ablated, not steered, not scored."""
     matched_null_directions: int = 8
     """Random source directions carried through the map per layer pair (the map-matched null)."""
+    align_on: str | tuple[str, ...] = "each"
+    """The rows each map is fit on: ``"each"`` (one map per dataset, on its own `align` rows) or
+    the names of the datasets whose `align` rows one map per pair pools (the alignment set)."""
     seed: int = 0
+
+    def align_set(self, dataset: str) -> tuple[str, ...]:
+        """The datasets whose `align` rows fit the map that carries ``dataset``'s probes."""
+        return (dataset,) if self.align_on == "each" else tuple(self.align_on)
 
 
 @dataclass(frozen=True)
@@ -450,7 +457,7 @@ def validate_config(
         raise ConfigError(
             f"splits: fractions {splits} sum to {sum(splits.values()):g}; make them sum to 1."
         )
-    transfer = TransferOptions(**_with_defaults(top["transfer"], props["transfer"]))
+    transfer = _transfer(_with_defaults(top["transfer"], props["transfer"]), datasets)
     reg = _with_defaults(top["regression"], props["regression"])
     regression = RegressionOptions(train_k=tuple(reg["train_k"]), min_rows=int(reg["min_rows"]))
     st = _with_defaults(top["steering"], props["steering"])
@@ -489,6 +496,20 @@ def validate_config(
     if inputs:
         check_inputs(run)
     return run
+
+
+def _transfer(entry: dict[str, Any], datasets: Mapping[str, DatasetSpec]) -> TransferOptions:
+    """``transfer`` with its alignment set checked against the run's datasets."""
+    align_on = entry.get("align_on", "each")
+    if align_on != "each":
+        unknown = [d for d in align_on if d not in datasets]
+        if unknown:
+            raise ConfigError(
+                f"transfer.align_on: {unknown} are not datasets of this run ({sorted(datasets)}); "
+                "name datasets under `datasets:`, or write `each` for one map per dataset."
+            )
+        entry = {**entry, "align_on": tuple(align_on)}
+    return TransferOptions(**entry)
 
 
 def _geometry(entry: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> GeometryOptions:

@@ -9,6 +9,7 @@ functions of the other modules.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -63,16 +64,18 @@ def run(smk: Any, startup: float | None = None) -> None:
     this process's age.
     """
     fn: Callable[[Any], None] = ENTRY_POINTS[smk.rule]
+    TIMINGS.update(imports=0.0, load=0.0)  # this job's own (a process may run several)
     with _logging_to(smk.log[0] if len(smk.log) else None):
         _THREADS[0] = max(1, int(smk.threads))
         started = _process_age() if startup is None else startup
         t0 = time.perf_counter()
         log.info(
-            "crossprobe %s: rule %s, wildcards %s, process %d",
+            "crossprobe %s: rule %s, wildcards %s, process %d%s",
             __version__,
             smk.rule,
             dict(smk.wildcards),
             os.getpid(),
+            f", SLURM job {os.environ['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in os.environ else "",
         )
         if smk.rule in MODEL_RULES:
             with _timed("imports"):
@@ -165,7 +168,19 @@ def _prompts(df: pd.DataFrame, ds: DatasetSpec, spec: ModelSpec, tok: Any) -> li
     return format_prompts(tok, df["statement"].tolist(), ds.template, fmt, ds.system_prompt)
 
 
+#: The model this process loaded last, by its spec: the jobs of a SLURM group job run one
+#: after another in one process and reuse it (a forked local job's copy ends with the job).
+_LOADED: dict[str, tuple[Any, Any]] = {}
+
+
 def _load(spec: ModelSpec) -> tuple[Any, Any]:
+    """The model and tokenizer of ``spec``: loaded, or the ones an earlier job of this process
+    loaded (each load is logged as ``loading``, each reuse as ``reusing``)."""
+    key = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    if key in _LOADED:
+        log.info("reusing %s, loaded by an earlier job of this process", spec.name)
+        return _LOADED[key]
+    _LOADED.clear()  # one model at a time: free the previous one before loading the next
     with _timed("imports"):
         import torch
 
@@ -181,6 +196,7 @@ def _load(spec: ModelSpec) -> tuple[Any, Any]:
             spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
         model = load_model(spec.source, device_map=dmap, **spec.load_kwargs())
+    _LOADED[key] = (model, tok)
     return model, tok
 
 
@@ -418,73 +434,81 @@ def concat_tables(smk: Any) -> None:
     _write_csv(smk.output[0], _concat_csv(smk.input))
 
 
-def regress(smk: Any) -> None:
-    """Ridge probes on every target of every dataset at every stored layer (fit on `train`,
-    scored on `test`), then held-one-dataset-out and train-k/test-rest for shared targets."""
+def _ridge_data(
+    store_path: str, table_path: str, ratings_path: str | None
+) -> tuple[Any, pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """A dataset's store and table (with the model's own ratings, if any), its `train` and
+    `test` rows and each row's fact."""
     from crossprobe.cache import open_store
     from crossprobe.datasets import read_dataset
     from crossprobe.errors import CacheError
-    from crossprobe.probes import save_probes
-    from crossprobe.regression import (
-        PROBE_COLUMNS,
-        Split,
-        fit_ridge,
-        heldout_rows,
-        heldout_table,
-        regression_scores,
-    )
 
-    model = smk.wildcards.model
-    ratings = {Path(p).stem: p for p in getattr(smk.input, "ratings", [])}
-    shared: dict[tuple[str, int], dict[str, Split]] = {}
+    store, df = open_store(store_path), read_dataset(table_path)
+    df = _with_self_rating(df, ratings_path, table_path)
+    if not np.array_equal(store.row_hash(), df["row_hash"].to_numpy()):
+        raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
+    split = store.split()
+    tr, te = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    return store, df, tr, te, df["split_key"].to_numpy()
+
+
+def ridge(smk: Any) -> None:
+    """Ridge probes on every target of one dataset at every stored layer (fit on `train`,
+    scored on `test`), saved one file per target."""
+    from crossprobe.probes import save_probes
+    from crossprobe.regression import PROBE_COLUMNS, fit_ridge, regression_scores
+
+    model, name = smk.wildcards.model, smk.wildcards.dataset
+    ratings = list(getattr(smk.input, "ratings", []))
+    store, df, tr, te, facts = _ridge_data(
+        smk.input.store, smk.input.dataset, ratings[0] if ratings else None
+    )
+    targets = smk.params.targets
+    probes: dict[str, list[Any]] = {target: [] for target, _ in targets}
     rows: list[dict[str, Any]] = []
+    for layer in store.layers:  # each layer read once, for every target
+        xtr, xte = store.layer(layer, tr), store.layer(layer, te)
+        for target, column in targets:
+            y = df[column].to_numpy(np.float64)
+            p = fit_ridge(xtr, y[tr], layer, groups=facts[tr])
+            meta = {"model": model, "dataset": name, "target": target, "column": column,
+                    "layer": layer}  # fmt: skip
+            probes[target].append(type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}}))
+            scores = regression_scores(y[te], p.score(xte), np.zeros(len(te)))
+            rows.append({**meta, "alpha": p.provenance["alpha"], "n_train": len(tr), **scores})
+            log.info("%s.%s, layer %d: test R² %.3f", name, target, layer, scores["r2"])
     with atomic_path(Path(smk.output.probes)) as out:
         out.mkdir(parents=True)
-        for store_path, table_path in zip(smk.input.stores, smk.input.datasets, strict=True):
-            store, df = open_store(store_path), read_dataset(table_path)
-            name = store.attrs["dataset"]
-            df = _with_self_rating(df, ratings.get(name), table_path)
-            if not np.array_equal(store.row_hash(), df["row_hash"].to_numpy()):
-                raise CacheError(f"{store_path}: its rows are not those of {table_path}; rerun")
-            split = store.split()
-            tr, te = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-            facts = df["split_key"].to_numpy()
-            targets = smk.params.targets[name]
-            probes: dict[str, list[Any]] = {target: [] for target, _ in targets}
-            for layer in store.layers:  # each layer read once, for every target
-                xtr, xte = store.layer(layer, tr), store.layer(layer, te)
-                for target, column in targets:
-                    y = df[column].to_numpy(np.float64)
-                    p = fit_ridge(xtr, y[tr], layer, groups=facts[tr])
-                    meta = {
-                        "model": model,
-                        "dataset": name,
-                        "target": target,
-                        "column": column,
-                        "layer": layer,
-                    }
-                    probes[target].append(
-                        type(p)(**{**p.__dict__, "provenance": {**meta, **p.provenance}})
-                    )
-                    scores = regression_scores(y[te], p.score(xte), np.zeros(len(te)))
-                    rows.append(
-                        {**meta, "alpha": p.provenance["alpha"], "n_train": len(tr), **scores}
-                    )
-                    shared.setdefault((target, layer), {})[name] = (
-                        xtr, y[tr], xte, y[te], facts[tr]
-                    )  # fmt: skip
-                    log.info("%s.%s, layer %d: test R² %.3f", name, target, layer, scores["r2"])
-            for target, fitted in probes.items():
-                save_probes(
-                    out / f"{name}.{target}.safetensors",
-                    fitted,
-                    {"model": model, "dataset": name, "target": target, "method": "ridge"},
-                )
+        for target, fitted in probes.items():
+            save_probes(
+                out / f"{target}.safetensors",
+                fitted,
+                {"model": model, "dataset": name, "target": target, "method": "ridge"},
+            )
+    _write_csv(smk.output.table, pd.DataFrame(rows, columns=PROBE_COLUMNS))
+
+
+def heldout(smk: Any) -> None:
+    """Held-one-dataset-out and train-k/test-rest of ridge probes on the targets that several
+    datasets share, per layer (fit on `train`, scored on `test`)."""
+    from crossprobe.regression import heldout_rows, heldout_table
+
+    ratings = {Path(p).stem: p for p in getattr(smk.input, "ratings", [])}
+    shared: dict[tuple[str, int], dict[str, Any]] = {}
+    for store_path, table_path in zip(smk.input.stores, smk.input.datasets, strict=True):
+        name = Path(table_path).stem
+        store, df, tr, te, facts = _ridge_data(store_path, table_path, ratings.get(name))
+        for layer in store.layers:
+            xtr, xte = store.layer(layer, tr), store.layer(layer, te)
+            for target, column in smk.params.targets[name]:
+                y = df[column].to_numpy(np.float64)
+                shared.setdefault((target, layer), {})[name] = (
+                    xtr, y[tr], xte, y[te], facts[tr]
+                )  # fmt: skip
     held: list[dict[str, object]] = []
     for (target, layer), data in sorted(shared.items()):
-        held += heldout_rows(model, target, layer, data, train_k=smk.params.train_k)
-    _write_csv(smk.output.table, pd.DataFrame(rows, columns=PROBE_COLUMNS))
-    _write_csv(smk.output.heldout, heldout_table(held))
+        held += heldout_rows(smk.wildcards.model, target, layer, data, train_k=smk.params.train_k)
+    _write_csv(smk.output[0], heldout_table(held))
 
 
 def _with_self_rating(df: pd.DataFrame, ratings_path: str | None, where: str) -> pd.DataFrame:
@@ -521,7 +545,8 @@ ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
     "train": train,
     "generalise": generalise,
     "generalisation_table": concat_tables,
-    "regress": regress,
+    "ridge": ridge,
+    "heldout": heldout,
     "regression_tables": regression_tables,
 }
 
@@ -533,10 +558,11 @@ if __name__ == "__main__":  # pragma: no cover
 # ----------------------------------------------------------------------------- transfer
 
 
-def _store_pairs(stores: list[str]) -> dict[str, Any]:
+def _store_pairs(stores: str | list[str]) -> dict[str, Any]:
+    """Activation stores by dataset, from one path or several."""
     from crossprobe.cache import open_store
 
-    opened = [open_store(p) for p in stores]
+    opened = [open_store(p) for p in ([stores] if isinstance(stores, str) else stores)]
     return {st.attrs["dataset"]: st for st in opened}
 
 
@@ -554,11 +580,12 @@ def layer_pairs(
 
 
 def align(smk: Any) -> None:
-    """Fit the maps of one ordered model pair on the align split, pooled over datasets."""
+    """Fit the maps of one ordered model pair on the align split of one dataset, or pooled over
+    the datasets of the alignment set."""
     from crossprobe.align import fit_map, save_maps
     from crossprobe.errors import CacheError
 
-    src, tgt = _store_pairs(list(smk.input.source)), _store_pairs(list(smk.input.target))
+    src, tgt = _store_pairs(smk.input.source), _store_pairs(smk.input.target)
     first = next(iter(src.values()))
     pairs = layer_pairs(first.attrs, next(iter(tgt.values())).attrs)
     maps, fit_info = {}, {}
@@ -770,52 +797,48 @@ def ablate_self(smk: Any) -> None:
 
 
 def ablate_carried(smk: Any) -> None:
-    """Effects in the target of every probe of the source, carried through the pair's maps, and
-    of the map-matched null (random source directions carried through the same maps)."""
+    """Effects in the target of every probe of the source on one dataset, carried through the
+    cell's maps, and of the map-matched null (random source directions through the same maps)."""
     from crossprobe.align import carry, load_maps, matched_null
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
-    spec = _model(smk)
+    spec, ds = _model(smk), _dataset_spec(smk)
     transfer = smk.params.transfer
     maps = load_maps(smk.input.maps)
+    rows = _effect_setup(ds, smk.input.dataset, transfer)
+    probes = load_probes(smk.input.probes)
     model, tok = _load(spec)
-    frames = []
-    for path, probe_path in zip(smk.input.datasets, smk.input.probes, strict=True):
-        ds = dataset_from_params(smk.params.datasets[Path(path).stem])
-        rows = _effect_setup(ds, path, transfer)
-        prompts = _prompts(rows, ds, spec, tok)
-        answers = answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
-        probes = load_probes(probe_path)
-        batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
-        names: dict[int, list[str]] = {}
-        directions: dict[int, list[np.ndarray]] = {}
-        for ls, lt in sorted(maps):
-            fmap = maps[(ls, lt)]
-            for m in sorted(m for m, layer in probes if layer == ls):
-                c = carry(fmap, probes[(m, ls)].direction, transfer["min_carried_length"])
-                names.setdefault(lt, []).append(f"carried:{m}:{ls}:{lt}")
-                directions.setdefault(lt, []).append(c.vector)
-            k = transfer["matched_null_directions"]
-            null = matched_null(fmap, k, seed=transfer["seed"] + ls) if k else np.empty((0, 0))
-            names[lt] += [f"matched:{ls}:{lt}:{j}" for j in range(len(null))]
-            directions[lt] += list(null)
-        res = _ablate_layers(
-            model,
-            tok,
-            prompts,
-            answers,
-            {lt: np.stack(v).astype(np.float32) for lt, v in directions.items()},
-            transfer,
-            batch_size,
-            f"{spec.name}/{ds.name} from {smk.wildcards.source}",
-        )
-        columns: dict[str, np.ndarray] = {"clean": res.clean}
-        for lt, dm in res.effects.items():
-            columns.update(zip(names[lt], dm, strict=True))
-        frames.append(_effects_frame(rows, columns).assign(dataset=ds.name))
-        log.info("%s: %d prompts", ds.name, len(prompts))
-    _write_parquet(smk.output[0], pd.concat(frames, ignore_index=True))
+    prompts = _prompts(rows, ds, spec, tok)
+    answers = answer_token_ids(tok, spec.answers_for(ds), model=spec.name)
+    batch_size = _batch_size(model, tok, spec, prompts, ablation=True)
+    names: dict[int, list[str]] = {}
+    directions: dict[int, list[np.ndarray]] = {}
+    for ls, lt in sorted(maps):
+        fmap = maps[(ls, lt)]
+        for m in sorted(m for m, layer in probes if layer == ls):
+            c = carry(fmap, probes[(m, ls)].direction, transfer["min_carried_length"])
+            names.setdefault(lt, []).append(f"carried:{m}:{ls}:{lt}")
+            directions.setdefault(lt, []).append(c.vector)
+        k = transfer["matched_null_directions"]
+        null = matched_null(fmap, k, seed=transfer["seed"] + ls) if k else np.empty((0, 0))
+        names[lt] += [f"matched:{ls}:{lt}:{j}" for j in range(len(null))]
+        directions[lt] += list(null)
+    res = _ablate_layers(
+        model,
+        tok,
+        prompts,
+        answers,
+        {lt: np.stack(v).astype(np.float32) for lt, v in directions.items()},
+        transfer,
+        batch_size,
+        f"{spec.name}/{ds.name} from {smk.wildcards.source}",
+    )
+    columns: dict[str, np.ndarray] = {"clean": res.clean}
+    for lt, dm in res.effects.items():
+        columns.update(zip(names[lt], dm, strict=True))
+    log.info("%s: %d prompts", ds.name, len(prompts))
+    _write_parquet(smk.output[0], _effects_frame(rows, columns).assign(dataset=ds.name))
 
 
 def _test_xy(store: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -840,7 +863,8 @@ def _null_effects(effects: pd.DataFrame, prefix: str) -> np.ndarray:
 
 
 def correlate(smk: Any) -> None:
-    """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one (source, target)."""
+    """Pearson_CE, CI, null, transfer AUROC and cosine for every probe of one cell: an ordered
+    (source, target) pair on one dataset."""
     from crossprobe.align import carried_length, identity_map, load_maps, reference_length
     from crossprobe.cache import open_store
     from crossprobe.errors import CacheError
@@ -848,105 +872,96 @@ def correlate(smk: Any) -> None:
     from crossprobe.stats import auroc
     from crossprobe.transfer import CELL_COLUMNS, CellInputs, score_cell, scoring_floor
 
-    s, t = smk.wildcards.source, smk.wildcards.target
+    s, t, d = smk.wildcards.source, smk.wildcards.target, smk.wildcards.dataset
     transfer = smk.params.transfer
     maps = load_maps(smk.input.maps) if s != t else {}
-    carried = pd.read_parquet(smk.input.carried) if s != t else None
+    fx_t = pd.read_parquet(smk.input.carried) if s != t else None
     cells, null_rows, prompt_rows = [], [], []
-    for i, d in enumerate(smk.params.datasets):
-        src_store, tgt_store = (
-            open_store(smk.input.source_stores[i]),
-            open_store(smk.input.target_stores[i]),
-        )
-        src_probes, tgt_probes = (
-            load_probes(smk.input.source_probes[i]),
-            load_probes(smk.input.target_probes[i]),
-        )
-        src_fx = pd.read_parquet(smk.input.source_effects[i])
-        tgt_self = pd.read_parquet(smk.input.target_effects[i])
-        fx_t = (
-            carried[carried["dataset"] == d].reset_index(drop=True) if carried is not None else None
-        )
-        for other in (tgt_self, fx_t):
-            if other is not None and not np.array_equal(other["row_hash"], src_fx["row_hash"]):
-                raise CacheError(f"{d}: source and target effects cover different prompts")
-        for pos, ls, lt in layer_pairs(src_store.attrs, tgt_store.attrs):
-            fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
-            xs, ys = _test_xy(src_store, ls)
-            xt, yt = _test_xy(tgt_store, lt)
-            null = _null_effects(tgt_self, f"null:{lt}:")
-            src_null = _null_effects(src_fx, f"null:{ls}:")
-            matched = None if fx_t is None else _null_effects(fx_t, f"matched:{ls}:{lt}:")
-            reference = reference_length(fmap)
-            for method in sorted({m for m, layer in src_probes if layer == ls}):
-                ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
-                dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
-                dm_t = (
-                    dm_s
-                    if fx_t is None
-                    else fx_t[f"carried:{method}:{ls}:{lt}"].to_numpy(np.float64)
+    src_store, tgt_store = open_store(smk.input.source_store), open_store(smk.input.target_store)
+    src_probes, tgt_probes = (
+        load_probes(smk.input.source_probes),
+        load_probes(smk.input.target_probes),
+    )
+    src_fx = pd.read_parquet(smk.input.source_effects)
+    tgt_self = pd.read_parquet(smk.input.target_effects)
+    for other in (tgt_self, fx_t):
+        if other is not None and not np.array_equal(other["row_hash"], src_fx["row_hash"]):
+            raise CacheError(f"{d}: source and target effects cover different prompts")
+    for pos, ls, lt in layer_pairs(src_store.attrs, tgt_store.attrs):
+        fmap = maps[(ls, lt)] if s != t else identity_map(src_store.d_model)
+        xs, ys = _test_xy(src_store, ls)
+        xt, yt = _test_xy(tgt_store, lt)
+        null = _null_effects(tgt_self, f"null:{lt}:")
+        src_null = _null_effects(src_fx, f"null:{ls}:")
+        matched = None if fx_t is None else _null_effects(fx_t, f"matched:{ls}:{lt}:")
+        reference = reference_length(fmap)
+        for method in sorted({m for m, layer in src_probes if layer == ls}):
+            ps, pt = src_probes[(method, ls)], tgt_probes[(method, lt)]
+            dm_s = src_fx[f"probe:{method}:{ls}"].to_numpy(np.float64)
+            dm_t = (
+                dm_s if fx_t is None else fx_t[f"carried:{method}:{ls}:{lt}"].to_numpy(np.float64)
+            )
+            length = carried_length(fmap, ps.direction, reference)
+            inputs = CellInputs(
+                dm_source=dm_s,
+                dm_target=dm_t,
+                groups=src_fx["split_key"].to_numpy(),
+                carried_length=length,
+                carried=s == t or length >= transfer["min_carried_length"],
+                dm_matched_null=matched,
+                dm_null=null,
+                dm_source_null=src_null,
+                carried_direction=fmap.carry_direction(ps.direction),
+                target_direction=pt.direction,
+                transfer_auroc=auroc(yt, xt @ fmap.carry_weight(ps.weight)),
+                source_auroc=auroc(ys, ps.score(xs)),
+                target_auroc=auroc(yt, pt.score(xt)),
+                map_r2=fmap.r2_forward,
+                floor_source=_floor(src_fx, ls),
+                floor_target=_floor(tgt_self, lt),
+            )
+            res = score_cell(
+                inputs,
+                n_resamples=transfer["bootstrap"],
+                ci=transfer["ci"],
+                seed=transfer["seed"],
+                min_effect_ratio=transfer["min_effect_ratio"],
+                min_facts=transfer["min_facts"],
+            )
+            null_rhos = res.pop("_null_rhos")
+            matched_rhos = res.pop("_matched_rhos")
+            key = {
+                "source": s,
+                "target": t,
+                "dataset": d,
+                "method": method,
+                "layer_position": pos,
+                "source_layer": ls,
+                "target_layer": lt,
+            }
+            # The min_sources condition needs the whole run: transfer_tables applies it.
+            scored = (
+                res["n"] >= scoring_floor(transfer["min_prompts"])
+                and res["n_facts"] >= transfer["min_facts"]
+                and res["carried"]
+            )
+            cells.append({**key, **res, "scored": bool(scored)})
+            null_rows += [
+                {**key, "null": kind, "null_index": j, "rho": r}
+                for kind, rhos in (("target", null_rhos), ("matched", matched_rhos))
+                for j, r in enumerate(rhos)
+            ]
+            prompt_rows.append(
+                pd.DataFrame(
+                    {
+                        **key,
+                        "row": src_fx["row"],
+                        "row_hash": src_fx["row_hash"],
+                        "dm_source": dm_s,
+                        "dm_target": dm_t,
+                    }
                 )
-                length = carried_length(fmap, ps.direction, reference)
-                inputs = CellInputs(
-                    dm_source=dm_s,
-                    dm_target=dm_t,
-                    groups=src_fx["split_key"].to_numpy(),
-                    carried_length=length,
-                    carried=s == t or length >= transfer["min_carried_length"],
-                    dm_matched_null=matched,
-                    dm_null=null,
-                    dm_source_null=src_null,
-                    carried_direction=fmap.carry_direction(ps.direction),
-                    target_direction=pt.direction,
-                    transfer_auroc=auroc(yt, xt @ fmap.carry_weight(ps.weight)),
-                    source_auroc=auroc(ys, ps.score(xs)),
-                    target_auroc=auroc(yt, pt.score(xt)),
-                    map_r2=fmap.r2_forward,
-                    floor_source=_floor(src_fx, ls),
-                    floor_target=_floor(tgt_self, lt),
-                )
-                res = score_cell(
-                    inputs,
-                    n_resamples=transfer["bootstrap"],
-                    ci=transfer["ci"],
-                    seed=transfer["seed"],
-                    min_effect_ratio=transfer["min_effect_ratio"],
-                    min_facts=transfer["min_facts"],
-                )
-                null_rhos = res.pop("_null_rhos")
-                matched_rhos = res.pop("_matched_rhos")
-                key = {
-                    "source": s,
-                    "target": t,
-                    "dataset": d,
-                    "method": method,
-                    "layer_position": pos,
-                    "source_layer": ls,
-                    "target_layer": lt,
-                }
-                # The min_sources condition needs the whole run: transfer_tables applies it.
-                scored = (
-                    res["n"] >= scoring_floor(transfer["min_prompts"])
-                    and res["n_facts"] >= transfer["min_facts"]
-                    and res["carried"]
-                )
-                cells.append({**key, **res, "scored": bool(scored)})
-                null_rows += [
-                    {**key, "null": kind, "null_index": j, "rho": r}
-                    for kind, rhos in (("target", null_rhos), ("matched", matched_rhos))
-                    for j, r in enumerate(rhos)
-                ]
-                prompt_rows.append(
-                    pd.DataFrame(
-                        {
-                            **key,
-                            "row": src_fx["row"],
-                            "row_hash": src_fx["row_hash"],
-                            "dm_source": dm_s,
-                            "dm_target": dm_t,
-                        }
-                    )
-                )
+            )
     with atomic_path(smk.output.cells) as tmp:
         pd.DataFrame(cells, columns=CELL_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(smk.output.null) as tmp:
@@ -1015,17 +1030,24 @@ def similarity(smk: Any) -> None:
     from crossprobe.similarity import across_models, within_model
 
     probes: dict[str, dict[str, Any]] = {m: {} for m in smk.params.models}
+    dataset_of: dict[str, str] = {}  # a probe file's name -> its dataset
     for path in smk.input.probes:
         p = Path(path)
         probes[p.parent.name][p.stem] = load_probes(p)
-    for folder in getattr(smk.input, "regression", []):
-        for p in sorted(Path(folder).glob("*.safetensors")):
-            probes[Path(folder).name][p.stem] = load_probes(p)
+        dataset_of[p.stem] = p.stem
+    for folder in map(Path, getattr(smk.input, "regression", [])):
+        for p in sorted(folder.glob("*.safetensors")):
+            probes[folder.parent.name][f"{folder.name}.{p.stem}"] = load_probes(p)
+            dataset_of[f"{folder.name}.{p.stem}"] = folder.name
     within = pd.concat([within_model(m, probes[m]) for m in smk.params.models], ignore_index=True)
-    across = [
-        across_models(s, t, probes[s], probes[t], load_maps(path))
-        for (s, t), path in zip(smk.params.pairs, smk.input.maps, strict=True)
-    ]
+    maps: dict[str, Any] = {}
+    across = []
+    for s, t in smk.params.pairs:
+        for d in smk.params.datasets:
+            path = smk.params.map_files[f"{s}/{t}/{d}"]
+            fmap = maps.setdefault(path, load_maps(path))
+            mine = {k: v for k, v in probes[s].items() if dataset_of[k] == d}
+            across.append(across_models(s, t, mine, probes[t], fmap))
     _write_csv(smk.output.within, within)
     table = pd.concat(across, ignore_index=True) if across else across_models("", "", {}, {}, {})
     _write_csv(smk.output.across, table)
@@ -1036,6 +1058,7 @@ ENTRY_POINTS.update(
     {
         "similarity": similarity,
         "align": align,
+        "align_dataset": align,
         "ablate_self": ablate_self,
         "ablate_carried": ablate_carried,
         "answers_table": answers_table,
@@ -1192,20 +1215,19 @@ def _long_responses(
 def _steering_probes(probes_path: str, regression: Any, dataset: str) -> dict[tuple[str, int], Any]:
     """A model's probes on one dataset keyed by (probe name, layer): its classification
     methods, and ``ridge:<target>`` for each regression target of the dataset (from the model's
-    ``regression`` folder, if any)."""
+    ridge folder of that dataset, ``results/regression/<model>/<dataset>``, if any)."""
     from crossprobe.probes import load_probes
 
     probes = dict(load_probes(probes_path))
     for folder in [regression] if isinstance(regression, str) else regression:
-        for path in sorted(Path(folder).glob(f"{dataset}.*.safetensors")):
-            # The file's own record says whose it is: a glob on `cities.` also matches
-            # `cities.big.number.safetensors` of a dataset named `cities.big`.
+        for path in sorted(Path(folder).glob("*.safetensors")):
             meta = json.loads(path.with_suffix(".json").read_text())["meta"]
             if meta.get("dataset") != dataset:
-                continue
-            target = meta["target"]
+                raise ValueError(
+                    f"{path}: ridge probes of {meta.get('dataset')!r}, not {dataset!r}"
+                )
             for (_, layer), p in load_probes(path).items():
-                probes[(f"ridge:{target}", layer)] = p
+                probes[(f"ridge:{meta['target']}", layer)] = p
     return probes
 
 
@@ -1260,44 +1282,41 @@ def steer_self(smk: Any) -> None:
 
 
 def steer_carried(smk: Any) -> None:
-    """Dose-response in the target of every probe of the source, carried through the maps
-    (a direction the map does not carry is steered as a zero vector and marked so)."""
+    """Dose-response in the target of every probe of the source on one dataset, carried through
+    the cell's maps (a direction the map does not carry is steered as a zero vector and marked
+    so)."""
     from crossprobe.align import carry, load_maps
     from crossprobe.datasets import read_dataset
 
-    spec = _model(smk)
+    spec, ds = _model(smk), _dataset_spec(smk)
     st = smk.params.steering
     min_length = smk.params.transfer["min_carried_length"]
     maps = load_maps(smk.input.maps)
+    rows = steering_rows(read_dataset(smk.input.dataset), st["prompts"])
+    probes = _steering_probes(smk.input.probes, getattr(smk.input, "regression", []), ds.name)
+    keys: dict[int, list[tuple[str, str, int]]] = {}
+    carried: dict[int, list[np.ndarray]] = {}
+    lengths: list[dict[str, Any]] = []
+    for ls, lt in sorted(maps):
+        names = sorted(name for name, ly in probes if ly == ls)
+        keys.setdefault(lt, []).extend(("probe", n, ls) for n in names)
+        for n in names:
+            c = carry(maps[(ls, lt)], probes[(n, ls)].direction, min_length)
+            carried.setdefault(lt, []).append(c.vector)
+            lengths.append(
+                {"probe": n, "source_layer": ls, "layer": lt, "carried_length": c.length}
+            )
+    directions = {lt: np.stack(v).astype(np.float32) for lt, v in carried.items() if v}
+    norms = _norms(smk.input.store, directions)
     model, tok = _load(spec)
-    frames = []
-    for i, d in enumerate(smk.params.datasets):
-        ds = dataset_from_params(smk.params.datasets[d])
-        rows = steering_rows(read_dataset(smk.input.datasets[i]), st["prompts"])
-        probes = _steering_probes(smk.input.probes[i], getattr(smk.input, "regression", []), d)
-        keys: dict[int, list[tuple[str, str, int]]] = {}
-        carried: dict[int, list[np.ndarray]] = {}
-        lengths: list[dict[str, Any]] = []
-        for ls, lt in sorted(maps):
-            names = sorted(name for name, ly in probes if ly == ls)
-            keys.setdefault(lt, []).extend(("probe", n, ls) for n in names)
-            for n in names:
-                c = carry(maps[(ls, lt)], probes[(n, ls)].direction, min_length)
-                carried.setdefault(lt, []).append(c.vector)
-                lengths.append(
-                    {"probe": n, "source_layer": ls, "layer": lt, "carried_length": c.length}
-                )
-        directions = {lt: np.stack(v).astype(np.float32) for lt, v in carried.items() if v}
-        norms = _norms(smk.input.stores[i], directions)
-        responses = _steer_responses(
-            model, tok, spec, ds, rows, directions, norms, smk,
-            f"{spec.name}/{d} from {smk.wildcards.source}",
-        )  # fmt: skip
-        fixed = {"model": spec.name, "source": smk.wildcards.source, "dataset": d}
-        frame = _long_responses(responses, keys, rows, st["alphas"], norms, fixed)
-        frame = frame.merge(pd.DataFrame(lengths), on=["probe", "source_layer", "layer"])
-        frames.append(frame.assign(carried=frame["carried_length"] >= min_length))
-    _write_parquet(smk.output[0], pd.concat(frames, ignore_index=True))
+    responses = _steer_responses(
+        model, tok, spec, ds, rows, directions, norms, smk,
+        f"{spec.name}/{ds.name} from {smk.wildcards.source}",
+    )  # fmt: skip
+    fixed = {"model": spec.name, "source": smk.wildcards.source, "dataset": ds.name}
+    frame = _long_responses(responses, keys, rows, st["alphas"], norms, fixed)
+    frame = frame.merge(pd.DataFrame(lengths), on=["probe", "source_layer", "layer"])
+    _write_parquet(smk.output[0], frame.assign(carried=frame["carried_length"] >= min_length))
 
 
 def steering_tables(smk: Any) -> None:

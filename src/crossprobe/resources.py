@@ -47,11 +47,13 @@ CPU_RULES: tuple[str, ...] = (
     "generalise",
     "generalisation_table",
     "align",
+    "align_dataset",
     "correlate",
     "transfer_tables",
     "plot_transfer",
     "answers_table",
-    "regress",
+    "ridge",
+    "heldout",
     "regression_tables",
     "similarity",
     "steering_tables",
@@ -483,6 +485,10 @@ class Sizer:
     def _rows_all(self) -> int:
         return sum(self.rows(d) for d in self.cfg.datasets)
 
+    def _pair_align_set(self) -> list[str]:
+        a = self.cfg.transfer.align_on
+        return list(self.cfg.datasets) if a == "each" else list(a)
+
     def _effect_prompts(self, rows: int) -> int:
         return math.ceil(rows * self.cfg.splits["test"] * 0.6)
 
@@ -553,19 +559,17 @@ class Sizer:
             data = forward_passes * width * 8.0
         elif rule in ("steer_self", "steer_carried"):
             st = self.cfg.steering
-            datasets = [w["dataset"]] if rule == "steer_self" else list(self.cfg.datasets)
+            d = w["dataset"]
             # a rated dataset is steered twice: its margin and its rating prompt
-            steered = sum(
-                min(st.prompts, self._effect_prompts(self.rows(d)))
-                * (2 if d in self.cfg.rated else 1)
-                for d in datasets
+            steered = min(st.prompts, self._effect_prompts(self.rows(d))) * (
+                2 if d in self.cfg.rated else 1
             )
             directions = n_methods + 2 + (st.null_directions if rule == "steer_self" else 0)
             copies = directions * len(st.alphas)
             forward_passes = steered * (1 + n_layers * copies)
             data = steered * n_layers * copies * 40.0
         else:  # ablate_carried: the carried probes and the map-matched null directions
-            prompts = sum(self._effect_prompts(self.rows(d)) for d in self.cfg.datasets)
+            prompts = self._effect_prompts(self.rows(w["dataset"]))
             directions = n_methods + self.cfg.transfer.matched_null_directions
             forward_passes = prompts * (1 + n_layers * directions)
             data = prompts * (1 + n_layers * directions) * 8.0
@@ -594,15 +598,17 @@ class Sizer:
         elif rule == "dataset":
             rows = self.rows(w["dataset"])
             nbytes += rows * 2000.0
-        elif rule in ("train", "generalise", "regress"):
+        elif rule in ("train", "generalise", "ridge", "heldout"):
             d = self.footprint(w["model"]).d_model
-            rows = self.rows(w["dataset"]) if rule == "train" else self._rows_all()
+            one = rule in ("train", "ridge")
+            rows = self.rows(w["dataset"]) if one else self._rows_all()
             nbytes += 3.0 * rows * n_layers * d * 4
             seconds += n_methods * n_layers * rows * d * 200 / CPU_FLOPS
             if rule == "generalise":
                 seconds += n_data * n_data * n_layers * n_methods * 2
-            if rule == "regress":  # ridge with 19 penalties, once per target and held-out split
-                seconds += 19 * n_data * n_data * n_layers * rows * d * d / CPU_FLOPS
+            if rule in ("ridge", "heldout"):  # ridge with 19 penalties per target (and split)
+                fits = 1 if rule == "ridge" else n_data * n_data
+                seconds += 19 * fits * n_layers * rows * d * d / CPU_FLOPS
         elif rule == "embed":  # one forward pass per statement through the embedding model
             fp, rows = self.footprint(w["model"]), self.rows(w["dataset"])
             nbytes += 1.2 * fp.n_params * 4 + rows * fp.d_model * 8.0
@@ -614,16 +620,17 @@ class Sizer:
                 nbytes += 3.0 * rows * n_layers * d * 8
                 fits = self.cfg.crosslabels.folds * n_layers
                 seconds += fits * 19 * rows * d * min(rows, d) / CPU_FLOPS
-        elif rule == "align":
+        elif rule in ("align", "align_dataset"):
             ds, dt = self.footprint(w["source"]).d_model, self.footprint(w["target"]).d_model
-            rows = math.ceil(self._rows_all() * self.cfg.splits["align"])
+            fit_on = [w["dataset"]] if rule == "align_dataset" else self._pair_align_set()
+            rows = math.ceil(sum(self.rows(d) for d in fit_on) * self.cfg.splits["align"])
             nbytes += 3.0 * rows * n_layers * (ds + dt) * 8 + 6.0 * ds * dt * 8
             seconds += 2 * n_layers * (ds * dt * (ds + dt + rows)) / CPU_FLOPS
         elif rule == "correlate":
             ds, dt = self.footprint(w["source"]).d_model, self.footprint(w["target"]).d_model
-            rows = math.ceil(self._rows_all() * self.cfg.splits["test"])
+            rows = math.ceil(self.rows(w["dataset"]) * self.cfg.splits["test"])
             nbytes += 2.0 * rows * n_layers * (ds + dt) * 8
-            cells = n_data * n_layers * n_methods
+            cells = n_layers * n_methods
             t = self.cfg.transfer
             seconds += cells * (t.bootstrap + t.null_directions) * rows * 20 / CPU_FLOPS
         else:  # aggregates over every cell

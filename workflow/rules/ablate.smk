@@ -1,6 +1,9 @@
 # Directional ablation: each model's own probes plus a random-direction null (once per model
-# and dataset), and every source's probes carried into each target (once per ordered pair: the
-# maps pool the align rows of all datasets, so a new dataset changes every carried direction).
+# and dataset), and every source's probes carried into each target (once per cell: ordered pair
+# and dataset, so that a new dataset adds its own cells and touches no other).
+
+
+group_carried_jobs(CFG.models)
 
 
 rule ablate_self:
@@ -18,7 +21,7 @@ rule ablate_self:
     params:
         model=model_params,
         dataset=dataset_params,
-        transfer=transfer_params,
+        transfer=transfer_params(),
     run:
         entry(rule, input, output, params, wildcards, threads, log)
 
@@ -26,19 +29,21 @@ rule ablate_self:
 rule ablate_carried:
     input:
         model=lambda w: model_files(w.target),
-        datasets=expand("results/datasets/{dataset}.parquet", dataset=CFG.datasets),
-        probes=lambda w: [probes_file(w.source, d) for d in CFG.datasets],
-        maps="results/maps/{source}/{target}.safetensors",
+        dataset="results/datasets/{dataset}.parquet",
+        probes="results/probes/{source}/{dataset}.safetensors",
+        maps=MAP_PATTERN,
     output:
-        "results/effects/{target}/from_{source}.parquet",
+        "results/effects/{target}/from_{source}/{dataset}.parquet",
     log:
-        "results/logs/ablate/{target}/from_{source}.log",
+        "results/logs/ablate/{target}/from_{source}/{dataset}.log",
+    group:
+        carried_group
     resources:
         **job_resources("ablate_carried"),
     params:
         model=lambda w: model_params(w, w.target),
-        datasets=lambda w: {d: dataset_dict(spec) for d, spec in CFG.datasets.items()},
-        transfer=transfer_params,
+        dataset=dataset_params,
+        transfer=transfer_params(),
     run:
         entry(rule, input, output, params, wildcards, threads, log)
 

@@ -7,7 +7,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
-from crossprobe.launch import Job, run_job  # noqa: E402
+from crossprobe.launch import Job, run_job, share_models_in_group_jobs  # noqa: E402
+
+# A SLURM group job (every carried job of one target model, or a batch of small CPU jobs) is one
+# Snakemake process on its node: it runs its jobs in its own threads, one after another, so that
+# they share the model the first one loaded (crossprobe.launch). The main process is untouched.
+if not workflow.is_main_process:
+    share_models_in_group_jobs()
 
 
 wildcard_constraints:
@@ -74,6 +80,14 @@ def regression_targets(model):
         return {d: list(t) for d, t in CFG.targets.items()}
     out = {d: [x for x in t if x[0] != "self_rating"] for d, t in CFG.targets.items()}
     return {d: t for d, t in out.items() if t}
+
+
+def ridge_ratings(model, datasets):
+    """The model's own ratings of those of ``datasets`` that are rated (its `self_rating`
+    target); none for a text baseline."""
+    if model not in CFG.models:
+        return []
+    return [f"results/ratings/{model}/{d}.parquet" for d in datasets if d in CFG.rated]
 
 
 def regressed():
@@ -161,11 +175,39 @@ def steering_params(wildcards=None):
     }
 
 
-def _regression_folder(model, datasets):
-    """The model's ridge probes, for jobs that steer them (only if a dataset has targets)."""
-    if any(d in CFG.targets for d in datasets):
-        return {"regression": f"results/regression/{model}"}
+def _ridge_folders(model, dataset):
+    """The model's ridge probes on ``dataset``, for jobs that steer them (if it has targets)."""
+    if dataset in CFG.targets:
+        return {"regression": [f"results/regression/{model}/{dataset}"]}
     return {}
+
+
+def map_pattern():
+    """The path of the map that carries a cell's probes, with its wildcards (`{source}`,
+    `{target}` and, with `align_on: each`, `{dataset}`)."""
+    if CFG.transfer.align_on == "each":
+        return "results/maps/{source}/{target}/{dataset}.safetensors"
+    return "results/maps/{source}/{target}.safetensors"
+
+
+def map_file(source, target, dataset):
+    """The map that carries ``dataset``'s probes from ``source`` into ``target``."""
+    return map_pattern().format(source=source, target=target, dataset=dataset)
+
+
+def pair_align_set():
+    """The datasets whose `align` rows fit a pair's one map: the declared alignment set, or
+    (with `align_on: each`, where only the geometry stages use a pair's map) every dataset.
+    """
+    a = CFG.transfer.align_on
+    return list(CFG.datasets) if a == "each" else list(a)
+
+
+def cell_maps():
+    """Every map a cell uses, once each."""
+    return list(
+        dict.fromkeys(map_file(s, t, d) for s, t in CFG.pairs for d in CFG.datasets)
+    )
 
 
 def steer_self_input(w):
@@ -174,18 +216,18 @@ def steer_self_input(w):
         "dataset": f"results/datasets/{w.dataset}.parquet",
         "probes": probes_file(w.model, w.dataset),
         "store": store(w.model, w.dataset),
-        **_regression_folder(w.model, [w.dataset]),
+        **_ridge_folders(w.model, w.dataset),
     }
 
 
 def steer_carried_input(w):
     return {
         "model": model_files(w.target),
-        "datasets": [f"results/datasets/{d}.parquet" for d in CFG.datasets],
-        "probes": [probes_file(w.source, d) for d in CFG.datasets],
-        "stores": [store(w.target, d) for d in CFG.datasets],
-        "maps": f"results/maps/{w.source}/{w.target}.safetensors",
-        **_regression_folder(w.source, CFG.datasets),
+        "dataset": f"results/datasets/{w.dataset}.parquet",
+        "probes": probes_file(w.source, w.dataset),
+        "store": store(w.target, w.dataset),
+        "maps": map_file(w.source, w.target, w.dataset),
+        **_ridge_folders(w.source, w.dataset),
     }
 
 
@@ -276,21 +318,18 @@ def dataset_input(wildcards):
 
 
 def correlate_input(w):
+    s, t, d = w.source, w.target, w.dataset
     inputs = {
-        "source_stores": [store(w.source, d) for d in CFG.datasets],
-        "target_stores": [store(w.target, d) for d in CFG.datasets],
-        "source_probes": [probes_file(w.source, d) for d in CFG.datasets],
-        "target_probes": [probes_file(w.target, d) for d in CFG.datasets],
-        "source_effects": [
-            f"results/effects/{w.source}/{d}/self.parquet" for d in CFG.datasets
-        ],
-        "target_effects": [
-            f"results/effects/{w.target}/{d}/self.parquet" for d in CFG.datasets
-        ],
+        "source_store": store(s, d),
+        "target_store": store(t, d),
+        "source_probes": probes_file(s, d),
+        "target_probes": probes_file(t, d),
+        "source_effects": f"results/effects/{s}/{d}/self.parquet",
+        "target_effects": f"results/effects/{t}/{d}/self.parquet",
     }
-    if w.source != w.target:
-        inputs["carried"] = f"results/effects/{w.target}/from_{w.source}.parquet"
-        inputs["maps"] = f"results/maps/{w.source}/{w.target}.safetensors"
+    if s != t:
+        inputs["carried"] = f"results/effects/{t}/from_{s}/{d}.parquet"
+        inputs["maps"] = map_file(s, t, d)
     return inputs
 
 
@@ -315,10 +354,12 @@ def baseline_params(name):
 def similarity_input(wildcards):
     inputs = {
         "probes": [probes_file(m, d) for m in CFG.models for d in CFG.datasets],
-        "maps": [f"results/maps/{s}/{t}.safetensors" for s, t in CFG.pairs],
+        "maps": cell_maps(),
     }
     if CFG.targets:
-        inputs["regression"] = [f"results/regression/{m}" for m in CFG.models]
+        inputs["regression"] = [
+            f"results/regression/{m}/{d}" for m in CFG.models for d in CFG.targets
+        ]
     return inputs
 
 

@@ -1,7 +1,10 @@
 # Aggregate tables, the transfer matrix and its figures.
 
 CELLS = expand(
-    "results/correlations/{source}/{target}", source=CFG.models, target=CFG.models
+    "results/correlations/{source}/{target}/{dataset}",
+    source=CFG.models,
+    target=CFG.models,
+    dataset=CFG.datasets,
 )
 
 

@@ -3,6 +3,7 @@
 # (or $CROSSPROBE_CLUSTER). Local runs ignore them. See crossprobe.resources.
 from crossprobe.resources import (
     GPU_RULES,
+    JobResources,
     Sizer,
     load_cluster,
     slurm_resources,
@@ -35,11 +36,41 @@ def job_resource(rule, key):
     return resource
 
 
-CPU_KEYS = ("slurm_partition", "slurm_account", "mem_mb", "runtime")
+CPU_KEYS = ("mem_mb", "runtime")
 GPU_KEYS = CPU_KEYS + ("gpu", "gpu_model")
 
 
 def job_resources(rule):
-    """Every resource of `rule`'s jobs, as keyword arguments of its `resources:` section."""
-    keys = GPU_KEYS if rule in GPU_RULES else CPU_KEYS
-    return {key: job_resource(rule, key) for key in keys}
+    """Every resource of `rule`'s jobs, as keyword arguments of its `resources:` section: the
+    partition and account as values (the same for every job of the rule), the rest as callables
+    sized per job (each callable costs Snakemake a signature inspection per job when planning).
+    """
+    site = _sizer().cluster
+    gpu = rule in GPU_RULES
+    fixed = slurm_resources(JobResources(site.gpu_partition if gpu else site.cpu_partition,
+                                         0, 0), site)  # fmt: skip
+    static = {k: fixed[k] for k in ("slurm_partition", "slurm_account")}
+    return {
+        **static,
+        **{key: job_resource(rule, key) for key in (GPU_KEYS if gpu else CPU_KEYS)},
+    }
+
+
+def carried_group(wildcards):
+    """`carried_<target>`: every carried ablation and steering job of the target model in one
+    allocation, which loads the model once (SLURM only: local runs ignore groups). A model that
+    needs several GPUs is left out: its jobs keep one allocation each."""
+    if _sizer().gpus(wildcards.target).count > 1:
+        return None
+    return f"carried_{wildcards.target}"
+
+
+def group_carried_jobs(models):
+    """Let each target's carried group span all its (otherwise unconnected) jobs."""
+    if workflow.is_main_process:
+        settings = workflow.group_settings
+        for m in models:
+            if f"carried_{m}" not in settings.group_components:
+                settings.group_components = settings.group_components.set(
+                    f"carried_{m}", 10**6
+                )

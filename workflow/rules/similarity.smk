@@ -21,5 +21,11 @@ rule similarity:
     params:
         models=list(CFG.models),
         pairs=CFG.pairs,
+        datasets=list(CFG.datasets),
+        map_files={
+            f"{s}/{t}/{d}": map_file(s, t, d)
+            for s, t in CFG.pairs
+            for d in CFG.datasets
+        },
     run:
         entry(rule, input, output, params, wildcards, threads, log)

@@ -1,6 +1,6 @@
 # Steering dose-response: each model's own probes and random directions added at their layer
-# (once per model and dataset), every source's probes carried into each target (once per
-# ordered pair: like the carried ablations, the maps pool every dataset), and the tables.
+# (once per model and dataset), every source's probes carried into each target (once per cell:
+# ordered pair and dataset, like the carried ablations), and the tables.
 
 
 rule steer_self:
@@ -15,8 +15,8 @@ rule steer_self:
     params:
         model=model_params,
         dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
-        transfer=transfer_params,
-        steering=steering_params,
+        transfer=transfer_params(),
+        steering=steering_params(),
     run:
         entry(rule, input, output, params, wildcards, threads, log)
 
@@ -25,16 +25,18 @@ rule steer_carried:
     input:
         unpack(steer_carried_input),
     output:
-        "results/steering/{target}/from_{source}.parquet",
+        "results/steering/{target}/from_{source}/{dataset}.parquet",
     log:
-        "results/logs/steer/{target}/from_{source}.log",
+        "results/logs/steer/{target}/from_{source}/{dataset}.log",
+    group:
+        carried_group
     resources:
         **job_resources("steer_carried"),
     params:
         model=lambda w: model_params(w, w.target),
-        datasets=lambda w: {d: rated_dataset_dict(s) for d, s in CFG.datasets.items()},
-        transfer=transfer_params,
-        steering=steering_params,
+        dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
+        transfer=transfer_params(),
+        steering=steering_params(),
     run:
         entry(rule, input, output, params, wildcards, threads, log)
 
@@ -46,7 +48,11 @@ rule steering_tables:
             model=CFG.models,
             dataset=CFG.datasets,
         ),
-        carried=[f"results/steering/{t}/from_{s}.parquet" for s, t in CFG.pairs],
+        carried=[
+            f"results/steering/{t}/from_{s}/{d}.parquet"
+            for s, t in CFG.pairs
+            for d in CFG.datasets
+        ],
         transfer="results/tables/transfer.csv",
     output:
         slopes="results/tables/steering.csv",
