@@ -217,6 +217,7 @@ def test_group_column_of_a_file_is_checked(default, tmp_path):
     df.to_csv(path, index=False)
     cfg = copy.deepcopy(default)
     cfg["datasets"] = {"items": {"path": str(path), "group": "item"}}
+    cfg["transfer"]["align_on"] = "each"  # the default config's alignment set names its datasets
     run = validate_config(cfg)
     assert run.datasets["items"].group == "item"
     assert validate_config(default).datasets["parity"].group == "group"  # the family's own
@@ -257,3 +258,17 @@ def test_self_rating_adds_a_target_and_its_digits_are_checked_per_model(default)
     default["datasets"]["parity"]["rating"] = {}
     default["datasets"]["parity"]["targets"] = {"self_rating": "n"}
     check(default, "datasets.parity.targets", "the rating's own target")
+
+
+def test_alignment_set_names_datasets_of_the_run(default):
+    run = validate_config(default)
+    assert run.transfer.align_on == ("larger_than", "parity", "category")
+    assert run.transfer.align_set("parity") == ("larger_than", "parity", "category")
+    cfg = copy.deepcopy(default)
+    cfg["transfer"]["align_on"] = ["larger_than", "cities"]
+    check(cfg, "transfer.align_on", "['cities']", "`each`")
+    cfg["transfer"]["align_on"] = "all"
+    check(cfg, "transfer.align_on")
+    cfg["transfer"]["align_on"] = "each"
+    run = validate_config(cfg)
+    assert run.transfer.align_on == "each" and run.transfer.align_set("parity") == ("parity",)

@@ -78,7 +78,7 @@ def _plan(workdir: Path, extra: Path | None = None) -> tuple[set[Job], set[str]]
             jobs.add((rule, frozenset(wildcards.items())))
 
     for line in out.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        m = re.match(r"^\s*(?:local)?rule (\w+):$", line)
         if m:
             close()
             rule, wildcards = m.group(1), {}
@@ -204,18 +204,23 @@ def test_model_change_reruns_only_that_model(workdir):
     assert jobs == expected
 
 
+def _dataset_jobs(name: str) -> set[Job]:
+    """What a new or changed dataset plans: every model's jobs on it, its cells, and the
+    aggregates (each model's generalisation matrix among them)."""
+    expected = {_job("crosslabels", dataset=name)}
+    for m in MODELS:
+        expected |= {_job(r, model=m, dataset=name) for r in MODEL_DATASET_RULES}
+        expected.add(_job("generalise", model=m))
+    expected |= _cells([(s, t) for s in MODELS for t in MODELS], [name])
+    return expected | {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
+
+
 def test_adding_a_dataset_runs_only_its_cells(workdir):
     """Each cell has maps of its own dataset (`transfer.align_on: each`): a new dataset plans
     only jobs that name it (and the aggregates), and running it rewrites no existing file."""
     extra = _write(workdir / "dataset.yaml", {"datasets": {"category": {"builtin": "category"}}})
     jobs, paths = _plan(workdir, extra)
-    new = "category"
-    expected = {_job("dataset", dataset=new), _job("crosslabels", dataset=new)}
-    for m in MODELS:
-        expected |= {_job(r, model=m, dataset=new) for r in MODEL_DATASET_RULES}
-        expected.add(_job("generalise", model=m))
-    expected |= _cells([(s, t) for s in MODELS for t in MODELS], [new])
-    expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
+    expected = _dataset_jobs("category") | {_job("dataset", dataset="category")}
     assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
     _rerun_and_check(workdir, extra, paths)
 
@@ -225,13 +230,7 @@ def test_a_dataset_template_reruns_only_that_datasets_cells(workdir):
     template = "Statement: {statement} Is that so? Answer:"
     extra = _write(workdir / "template.yaml", {"datasets": {"parity": {"template": template}}})
     jobs, paths = _plan(workdir, extra)
-    changed = "parity"
-    expected = {_job("crosslabels", dataset=changed)}
-    for m in MODELS:
-        expected |= {_job(r, model=m, dataset=changed) for r in MODEL_DATASET_RULES}
-        expected.add(_job("generalise", model=m))
-    expected |= _cells([(s, t) for s in MODELS for t in MODELS], [changed])
-    expected |= {_job(r) for r in AGGREGATES | PROBE_AGGREGATES}
+    expected = _dataset_jobs("parity")
     assert jobs == expected, (sorted(jobs - expected), sorted(expected - jobs))
     _rerun_and_check(workdir, extra, paths)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -167,6 +168,25 @@ def test_row_counts_scale_the_estimates(tmp_path):
     few = sizer.resources("extract", {"model": "m", "dataset": "few"})
     many = sizer.resources("extract", {"model": "m", "dataset": "many"})
     assert many.runtime > few.runtime and many.mem_mb > few.mem_mb
+
+
+def test_maps_on_fewer_rows_than_a_models_width_are_named(tmp_path):
+    """`align_on: each` with a dataset whose align rows are fewer than the widest model's
+    width warns, naming the dataset and the key; an alignment set does not."""
+    small = _local_model(tmp_path, "small", GPT2)  # width 768
+    big = _local_model(tmp_path, "big", LLAMA3_8B)  # width 4096
+    for name, rows in (("few", 1_000), ("many", 40_000)):
+        (tmp_path / f"{name}.csv").write_text("statement,label\n" + "s,1\n" * rows)
+    datasets = {
+        n: DatasetSpec(n, None, str(tmp_path / f"{n}.csv"), "{statement}", (" a", " b"))
+        for n in ("few", "many")
+    }
+    run = _run([small, big], datasets)
+    (warning,) = Sizer(run, SITE).align_warnings()  # 1,000 x 0.2 x 0.8 = 160 rows < 4096
+    assert warning.startswith("datasets.few:") and "transfer.align_on" in warning
+    assert "big (4096)" in warning
+    declared = dataclasses.replace(run, transfer=TransferOptions(align_on=("few", "many")))
+    assert Sizer(declared, SITE).align_warnings() == []
 
 
 def test_builtin_row_bound_holds():

@@ -314,13 +314,22 @@ class Carried(NamedTuple):
     carried: bool
 
 
-def carry(m: LinearMap, direction: Float[np.ndarray, " d_s"], min_length: float) -> Carried:
+def carry(
+    m: LinearMap,
+    direction: Float[np.ndarray, " d_s"],
+    min_length: float,
+    *,
+    reference: float | None = None,
+) -> Carried:
     """``A·d_s``, kept only when its relative length reaches ``min_length``.
 
     A direction the map shrinks to (almost) nothing is not carried: its vector is zero (which
     ablates and steers nothing, exactly), never the unit vector along numerical noise.
+    ``reference`` is the map's :func:`reference_length`, computed here when not given (pass it
+    to carry several directions through one map).
     """
-    length = carried_length(m, direction, reference_length(m))
+    ref = reference_length(m) if reference is None else reference
+    length = carried_length(m, direction, ref)
     ok = bool(np.isfinite(length) and length >= min_length)
     vec = m.carry_direction(np.asarray(direction, dtype=np.float32))
     return Carried(vec if ok else np.zeros_like(vec), length, ok)

@@ -799,7 +799,7 @@ def ablate_self(smk: Any) -> None:
 def ablate_carried(smk: Any) -> None:
     """Effects in the target of every probe of the source on one dataset, carried through the
     cell's maps, and of the map-matched null (random source directions through the same maps)."""
-    from crossprobe.align import carry, load_maps, matched_null
+    from crossprobe.align import carry, load_maps, matched_null, reference_length
     from crossprobe.models import answer_token_ids
     from crossprobe.probes import load_probes
 
@@ -816,8 +816,10 @@ def ablate_carried(smk: Any) -> None:
     directions: dict[int, list[np.ndarray]] = {}
     for ls, lt in sorted(maps):
         fmap = maps[(ls, lt)]
+        reference = reference_length(fmap)
         for m in sorted(m for m, layer in probes if layer == ls):
-            c = carry(fmap, probes[(m, ls)].direction, transfer["min_carried_length"])
+            c = carry(fmap, probes[(m, ls)].direction, transfer["min_carried_length"],
+                      reference=reference)  # fmt: skip
             names.setdefault(lt, []).append(f"carried:{m}:{ls}:{lt}")
             directions.setdefault(lt, []).append(c.vector)
         k = transfer["matched_null_directions"]
@@ -1285,7 +1287,7 @@ def steer_carried(smk: Any) -> None:
     """Dose-response in the target of every probe of the source on one dataset, carried through
     the cell's maps (a direction the map does not carry is steered as a zero vector and marked
     so)."""
-    from crossprobe.align import carry, load_maps
+    from crossprobe.align import carry, load_maps, reference_length
     from crossprobe.datasets import read_dataset
 
     spec, ds = _model(smk), _dataset_spec(smk)
@@ -1300,8 +1302,9 @@ def steer_carried(smk: Any) -> None:
     for ls, lt in sorted(maps):
         names = sorted(name for name, ly in probes if ly == ls)
         keys.setdefault(lt, []).extend(("probe", n, ls) for n in names)
+        reference = reference_length(maps[(ls, lt)])
         for n in names:
-            c = carry(maps[(ls, lt)], probes[(n, ls)].direction, min_length)
+            c = carry(maps[(ls, lt)], probes[(n, ls)].direction, min_length, reference=reference)
             carried.setdefault(lt, []).append(c.vector)
             lengths.append(
                 {"probe": n, "source_layer": ls, "layer": lt, "carried_length": c.length}

@@ -485,6 +485,26 @@ class Sizer:
     def _rows_all(self) -> int:
         return sum(self.rows(d) for d in self.cfg.datasets)
 
+    def align_warnings(self) -> list[str]:
+        """With `transfer.align_on: each`, the datasets whose maps fit on fewer rows than a
+        model's width (80% of their `align` rows fit a map): such a map cannot carry directions
+        outside the span of its rows (docs/definitions.md, "Which rows fit a map")."""
+        if self.cfg.transfer.align_on != "each" or len(self.cfg.models) < 2:
+            return []
+        widest = max(self.cfg.models, key=lambda m: self.footprint(m).d_model)
+        width = self.footprint(widest).d_model
+        out = []
+        for d in self.cfg.datasets:
+            fit = math.floor(self.rows(d) * self.cfg.splits["align"] * 0.8)
+            if fit < width:
+                out.append(
+                    f"datasets.{d}: its maps (transfer.align_on: each) fit on about {fit} align "
+                    f"rows, fewer than the width of {widest} ({width}); directions outside "
+                    "their span (which logreg probes lean on) are carried poorly. Declare an "
+                    "alignment set with more rows, transfer.align_on: [dataset, ...]."
+                )
+        return out
+
     def _pair_align_set(self) -> list[str]:
         a = self.cfg.transfer.align_on
         return list(self.cfg.datasets) if a == "each" else list(a)

@@ -19,6 +19,9 @@ def _sizer():
             _SIZER["sizer"] = Sizer(CFG, load_cluster())
         except ConfigError as e:
             raise WorkflowError(f"crossprobe: {e}") from None
+        if workflow.is_main_process:
+            for warning in _SIZER["sizer"].align_warnings():
+                print(f"crossprobe: warning: {warning}", file=sys.stderr)
     return _SIZER["sizer"]
 
 
