@@ -4,9 +4,9 @@ Writes the workspace of `bench_dag.py` (N local models of 0.6B-70B parameters, c
 tokenizer files only, x D datasets x 2 probe methods x 3 layers), then plans it three times with
 `snakemake -n`: as it is, with one more model, and with one more dataset. From the planned jobs
 (rule and wildcards) it counts, per rule, the jobs of the whole run and the jobs that each
-addition plans (those that name the new model or dataset, plus the aggregates that rerun), and
-under the SLURM profile's job groups (`profiles/slurm/config.yaml`, `carried_group` in
-`workflow/rules/resources.smk`) the allocations and model loads. With `--write README.md` the
+addition plans (those that name the new model or dataset, plus the aggregates that rerun), the
+GPU jobs (each loads its model once) and the SLURM allocations under the profile's job groups
+(`profiles/slurm/config.yaml`). With `--write README.md` the
 table between the `<!-- costs -->` markers of that file is replaced.
 
     .venv/bin/python benchmarks/plan_costs.py [--models 24] [--datasets 17] [--write README.md]
@@ -77,44 +77,26 @@ def increment(jobs: list[Job], name: str) -> list[Job]:
     return [j for j in jobs if _names(j, name) or j[0] in AGGREGATES or not j[1]]
 
 
-def slurm_counts(jobs: list[Job], gpus: dict[str, int]) -> tuple[int, int]:
-    """(allocations, model loads) of these jobs under the SLURM profile's job groups."""
+def slurm_counts(jobs: list[Job]) -> int:
+    """Allocations of these jobs under the SLURM profile's job groups: one per job outside a
+    group, one per target model's carried jobs, one per batch of correlation cells (and of
+    ridge jobs)."""
     components = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     size = dict(c.split("=") for c in components["group-components"])
-    carried_groups, per_group, alloc, loads = set(), Counter(), 0, 0
+    targets, per_group, alloc = set(), Counter(), 0
     for rule, w in jobs:
         if rule == "all":
             continue
-        target = dict(w).get("target")
-        if rule in CARRIED and gpus[target] == 1:
-            carried_groups.add(target)
+        if rule in CARRIED:
+            targets.add(dict(w)["target"])
         elif rule in GROUPED:
             per_group[GROUPED[rule]] += 1
         else:
             alloc += 1
-            loads += rule in GPU_RULES
-    alloc += len(carried_groups) + sum(math.ceil(n / int(size[g])) for g, n in per_group.items())
-    return alloc, loads + len(carried_groups)
+    return alloc + len(targets) + sum(math.ceil(n / int(size[g])) for g, n in per_group.items())
 
 
-def _gpus(root: Path) -> dict[str, int]:
-    """GPUs each model's jobs ask for (its carried jobs are grouped only with one)."""
-    import os
-
-    from crossprobe.config import validate_config
-    from crossprobe.resources import Sizer, load_cluster
-
-    here = Path.cwd()
-    os.chdir(root)  # model paths are relative to the workspace
-    try:
-        cfg = validate_config(yaml.safe_load((root / "config.yaml").read_text()))
-        sizer = Sizer(cfg, load_cluster())
-        return {m: sizer.gpus(m).count for m in cfg.models}
-    finally:
-        os.chdir(here)
-
-
-def table(rows: dict[str, list[Job]], gpus: dict[str, int]) -> str:
+def table(rows: dict[str, list[Job]]) -> str:
     counts = {k: Counter(r for r, _ in v if r != "all") for k, v in rows.items()}
     rules = sorted(set().union(*counts.values()), key=lambda r: (r not in GPU_RULES, r))
     head = list(rows)
@@ -124,11 +106,10 @@ def table(rows: dict[str, list[Job]], gpus: dict[str, int]) -> str:
         out.append(f"| {r} | {where} | " + " | ".join(f"{counts[k][r]:,}" for k in head) + " |")
     total = [sum(c.values()) for c in counts.values()]
     gpu = [sum(n for r, n in c.items() if r in GPU_RULES) for c in counts.values()]
-    slurm = [slurm_counts(v, gpus) for v in rows.values()]
     out.append("| **jobs** | | " + " | ".join(f"**{n:,}**" for n in total) + " |")
-    out.append("| GPU jobs | | " + " | ".join(f"{n:,}" for n in gpu) + " |")
-    out.append("| SLURM allocations | | " + " | ".join(f"{a:,}" for a, _ in slurm) + " |")
-    out.append("| model loads (SLURM) | | " + " | ".join(f"{n:,}" for _, n in slurm) + " |")
+    out.append("| GPU jobs (each loads its model) | | " + " | ".join(f"{n:,}" for n in gpu) + " |")
+    allocations = [slurm_counts(v) for v in rows.values()]
+    out.append("| SLURM allocations | | " + " | ".join(f"{a:,}" for a in allocations) + " |")
     return "\n".join(out)
 
 
@@ -143,16 +124,14 @@ def main() -> None:
         root = Path(tmp)
         config = write_workspace(root, n, d)
         base = yaml.safe_load(config.read_text())
-        gpus = _gpus(root)
         jobs, wall = dry_run(root)
-        print(f"{n} x {d}: {len(jobs)} jobs planned in {wall:.1f} s", file=sys.stderr)
+        print(f"{n} x {d}: {len(jobs)} jobs planned in {wall:.1f} s", file=sys.stderr, flush=True)
         model = f"m{n:02d}"
         write_model_dir(root / "models" / model, SIZES[n % len(SIZES)])
         more = {**base, "models": {**base["models"], model: {"path": f"models/{model}",
                                                             "dtype": "bfloat16"}}}  # fmt: skip
         config.write_text(yaml.safe_dump(more, sort_keys=False))
         with_model, _ = dry_run(root)
-        gpus_more = _gpus(root)
         dataset = f"d{d:02d}_extra"
         extra = {**base, "datasets": {**base["datasets"], dataset: {"builtin": "arithmetic"}}}
         config.write_text(yaml.safe_dump(extra, sort_keys=False))
@@ -162,7 +141,7 @@ def main() -> None:
         "+1 model": increment(with_model, model),
         "+1 dataset": increment(with_dataset, dataset),
     }
-    text = table(rows, {**gpus, **gpus_more})
+    text = table(rows)
     command = f"`.venv/bin/python benchmarks/plan_costs.py --models {n} --datasets {d}`"
     text += f"\n\nCounted from `snakemake -n` by {command} ({time.strftime('%Y-%m-%d')})."
     print(text)

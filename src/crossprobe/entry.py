@@ -9,7 +9,6 @@ functions of the other modules.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -64,7 +63,6 @@ def run(smk: Any, startup: float | None = None) -> None:
     this process's age.
     """
     fn: Callable[[Any], None] = ENTRY_POINTS[smk.rule]
-    TIMINGS.update(imports=0.0, load=0.0)  # this job's own (a process may run several)
     with _logging_to(smk.log[0] if len(smk.log) else None):
         _THREADS[0] = max(1, int(smk.threads))
         started = _process_age() if startup is None else startup
@@ -168,19 +166,7 @@ def _prompts(df: pd.DataFrame, ds: DatasetSpec, spec: ModelSpec, tok: Any) -> li
     return format_prompts(tok, df["statement"].tolist(), ds.template, fmt, ds.system_prompt)
 
 
-#: The model this process loaded last, by its spec: the jobs of a SLURM group job run one
-#: after another in one process and reuse it (a forked local job's copy ends with the job).
-_LOADED: dict[str, tuple[Any, Any]] = {}
-
-
 def _load(spec: ModelSpec) -> tuple[Any, Any]:
-    """The model and tokenizer of ``spec``: loaded, or the ones an earlier job of this process
-    loaded (each load is logged as ``loading``, each reuse as ``reusing``)."""
-    key = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
-    if key in _LOADED:
-        log.info("reusing %s, loaded by an earlier job of this process", spec.name)
-        return _LOADED[key]
-    _LOADED.clear()  # one model at a time: free the previous one before loading the next
     with _timed("imports"):
         import torch
 
@@ -196,7 +182,6 @@ def _load(spec: ModelSpec) -> tuple[Any, Any]:
             spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
         model = load_model(spec.source, device_map=dmap, **spec.load_kwargs())
-    _LOADED[key] = (model, tok)
     return model, tok
 
 

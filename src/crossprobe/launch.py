@@ -12,10 +12,9 @@ job into a :class:`Job` and calls :func:`run_job`.
   failures are its own, as with one interpreter per job. The forkserver imports torch but never
   initialises CUDA, so GPU jobs forked from it start CUDA themselves.
 - In a job that Snakemake started as a process of its own (a SLURM job, or a local run whose
-  profile does not force threads), the job runs in that process. A SLURM *group* job (every
-  carried ablation and steering job of one target model, say) runs its jobs one after another
-  in threads of one process, and a model loaded by one of them is reused by the next
-  (``crossprobe.entry._load``): one model load per allocation.
+  profile does not force threads), the job runs in that process. The jobs of a SLURM *group*
+  (every carried ablation and steering job of one target model, say) share one allocation,
+  and each still runs in a process of its own (a job step).
 """
 
 from __future__ import annotations
@@ -83,20 +82,12 @@ def _forkserver() -> ForkServerContext:
         return _CONTEXT[0]
 
 
-#: Held while a job runs in this process (``fork=False``): a SLURM group job's Snakemake runs
-#: its jobs in threads of one process (``workflow/rules/common.smk``), one after another, so
-#: that they share the model that process loaded (``crossprobe.entry``) and each writes only
-#: its own log.
-_IN_PROCESS = threading.Lock()
-
-
 def run_job(job: Job, *, fork: bool) -> None:
     """Run ``job``'s entry point: in a process forked from the forkserver (``fork``), or here."""
     if not fork:
         from crossprobe.entry import run
 
-        with _IN_PROCESS:
-            run(job)
+        run(job)
         return
     code = run_forked(_child, (job, os.getcwd(), time.time()), name=f"crossprobe-{job.rule}")
     if code != 0:
@@ -104,31 +95,6 @@ def run_job(job: Job, *, fork: bool) -> None:
         raise JobFailed(
             f"rule {job.rule} {dict(job.wildcards)}: its process exited with code {code}{where}"
         )
-
-
-def share_models_in_group_jobs() -> None:
-    """Make this Snakemake process run its jobs in its own threads (one after another, under
-    :data:`_IN_PROCESS`), so that they reuse the model the first one loaded.
-
-    Called only in a process that Snakemake started to run jobs (a SLURM job, whose Snakemake
-    runs a *group* of jobs in subprocesses, one model load each, unless told otherwise; a
-    single job is already run in threads, ``--force-use-threads``). Snakemake has no option
-    for this, so the local executor's set-up is extended; were its layout to change, jobs run
-    in subprocesses as before (more model loads, the same results).
-    """
-    from snakemake.executors import local
-
-    cls: Any = local.Executor
-    if getattr(cls, "_crossprobe_threads", False):
-        return
-    setup = cls.__post_init__
-
-    def __post_init__(self: Any) -> None:
-        setup(self)
-        self.use_threads = True
-
-    cls.__post_init__ = __post_init__
-    cls._crossprobe_threads = True
 
 
 #: Held while a process starts and while its exit code is read. Starting a process polls every

@@ -3,9 +3,6 @@
 # and dataset, so that a new dataset adds its own cells and touches no other).
 
 
-group_carried_jobs(CFG.models)
-
-
 rule ablate_self:
     input:
         model=lambda w: model_files(w.model),
@@ -37,7 +34,7 @@ rule ablate_carried:
     log:
         "results/logs/ablate/{target}/from_{source}/{dataset}.log",
     group:
-        carried_group
+        "carried_{target}"
     resources:
         **job_resources("ablate_carried"),
     params:

@@ -7,14 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
-from crossprobe.launch import Job, run_job, share_models_in_group_jobs  # noqa: E402
-
-# A SLURM group job (every carried job of one target model, or a batch of small CPU jobs) is one
-# Snakemake process on its node: it runs its jobs in its own threads, one after another, so that
-# they share the model the first one loaded (crossprobe.launch). The main process is untouched.
-if not workflow.is_main_process:
-    share_models_in_group_jobs()
-
+from crossprobe.launch import Job, run_job  # noqa: E402
 
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",

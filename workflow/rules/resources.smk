@@ -53,27 +53,17 @@ def job_resources(rule):
     fixed = slurm_resources(JobResources(site.gpu_partition if gpu else site.cpu_partition,
                                          0, 0), site)  # fmt: skip
     static = {k: fixed[k] for k in ("slurm_partition", "slurm_account")}
+    if rule in GROUPED_RULES:
+        static["group_slot"] = 1
     return {
         **static,
         **{key: job_resource(rule, key) for key in (GPU_KEYS if gpu else CPU_KEYS)},
     }
 
 
-def carried_group(wildcards):
-    """`carried_<target>`: every carried ablation and steering job of the target model in one
-    allocation, which loads the model once (SLURM only: local runs ignore groups). A model that
-    needs several GPUs is left out: its jobs keep one allocation each."""
-    if _sizer().gpus(wildcards.target).count > 1:
-        return None
-    return f"carried_{wildcards.target}"
+#: Rules whose jobs SLURM runs in groups (profiles/slurm/config.yaml). Each holds one
+#: `group_slot`, and a group's allocation has one (`resources: group_slot=1`, local scope): its
+#: jobs run one after another, and it asks for the largest of their requests (GPUs, memory),
+#: not their sum.
+GROUPED_RULES = ("ablate_carried", "steer_carried", "correlate", "ridge", "heldout")
 
-
-def group_carried_jobs(models):
-    """Let each target's carried group span all its (otherwise unconnected) jobs."""
-    if workflow.is_main_process:
-        settings = workflow.group_settings
-        for m in models:
-            if f"carried_{m}" not in settings.group_components:
-                settings.group_components = settings.group_components.set(
-                    f"carried_{m}", 10**6
-                )

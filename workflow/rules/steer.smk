@@ -29,7 +29,7 @@ rule steer_carried:
     log:
         "results/logs/steer/{target}/from_{source}/{dataset}.log",
     group:
-        carried_group
+        "carried_{target}"
     resources:
         **job_resources("steer_carried"),
     params:
