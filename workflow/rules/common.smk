@@ -9,6 +9,7 @@ from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
 from crossprobe.launch import Job, run_job  # noqa: E402
 
+
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     source=r"[A-Za-z0-9][A-Za-z0-9._-]*",

@@ -66,4 +66,3 @@ def job_resources(rule):
 #: jobs run one after another, and it asks for the largest of their requests (GPUs, memory),
 #: not their sum.
 GROUPED_RULES = ("ablate_carried", "steer_carried", "correlate", "ridge", "heldout")
-
