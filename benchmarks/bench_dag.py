@@ -124,7 +124,7 @@ def main() -> None:
         print(f"crossprobe DAG benchmark: {grid}, {os.cpu_count()} CPUs")
         wall, jobs, _ = plan(root, ["--quiet", "rules"], args.cprofile)
         print(f"local profile:  {jobs} jobs planned in {wall:.1f} s")
-        slurm = ["--profile", str(REPO / "profiles" / "slurm"), "--workflow-profile", "none"]
+        slurm = ["--profile", str(REPO / "profiles" / "slurm")]
         wall, jobs, out = plan(root, slurm, None)
         gpus = sorted(set(re.findall(r"gpu=(\d+), gpu_model=(\w+)", out)))
         print(f"SLURM profile:  {jobs} jobs planned and sized in {wall:.1f} s")
