@@ -58,7 +58,14 @@ REDUCED = {
     "layers": [0.0, 1.0],
     # Two trained models and a control give each trained target one source that counts (the
     # control never does): score those cells (the default asks for three).
-    "transfer": {"bootstrap": 200, "null_directions": 16, "min_prompts": 200, "min_sources": 1},
+    # Maps on both datasets' align rows pooled, as the shipped configs declare them.
+    "transfer": {
+        "bootstrap": 200,
+        "null_directions": 16,
+        "min_prompts": 200,
+        "min_sources": 1,
+        "align_on": ["larger_than", "parity"],
+    },
     "steering": {"alphas": [-0.5, -0.25, 0.0, 0.25, 0.5], "null_directions": 4, "prompts": 48},
     "baselines": {"text-minilm": {"model": None}},
     "crosslabels": {"labels": ["margin"], "folds": 5},
