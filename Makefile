@@ -60,7 +60,7 @@ check: lint test
 # After a hard kill (SIGKILL, OOM killer, lost node) left Snakemake's lock behind: says whether
 # the lock is stale and, only then, removes it (`snakemake --unlock`; no result is touched).
 unlock: setup
-	$(BIN)/python -m crossprobe.locks . --unlock
+	$(BIN)/python -m crossprobe.cluster.locks . --unlock
 
 # Links profiles/slurm as your `slurm` Snakemake profile, so that `snakemake --profile slurm` runs
 # the workflow on a SLURM cluster from the repository root. Refuses to replace a `slurm` profile

@@ -21,22 +21,12 @@ MAP_PATTERN = map_pattern()
 
 
 include: "workflow/rules/zoo.smk"
-include: "workflow/rules/convert.smk"
-include: "workflow/rules/datasets.smk"
-include: "workflow/rules/extract.smk"
-include: "workflow/rules/baseline.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/generalise.smk"
-include: "workflow/rules/rating.smk"
-include: "workflow/rules/regression.smk"
-include: "workflow/rules/align.smk"
-include: "workflow/rules/ablate.smk"
-include: "workflow/rules/correlate.smk"
-include: "workflow/rules/similarity.smk"
+include: "workflow/rules/stages.smk"
+include: "workflow/rules/generalisation.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/preference.smk"
 include: "workflow/rules/crosslabels.smk"
-include: "workflow/rules/steer.smk"
 include: "workflow/rules/geometry.smk"
-include: "workflow/rules/plot.smk"
 
 
 rule all:

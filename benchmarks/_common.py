@@ -85,7 +85,7 @@ def llama_100m(attn: str = "eager", dtype: torch.dtype = torch.float32) -> PreTr
 def zoo_model(arch: str = "llama") -> tuple[PreTrainedModel, PreTrainedTokenizerFast, list[str]]:
     """The workflow's random-init zoo model (3 blocks, width 64, init range 0.1), its word
     tokenizer and the zoo corpus prompts."""
-    from crossprobe.zoo import ZooSpec, build_corpus, build_tokenizer, init_model
+    from crossprobe.zoo.build import ZooSpec, build_corpus, build_tokenizer, init_model
 
     spec = ZooSpec(arch=arch, tokenizer="word", trained=False)
     corpus = build_corpus(spec.resolved_families())

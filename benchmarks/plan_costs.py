@@ -6,10 +6,11 @@ tokenizer files only, x D datasets x 2 probe methods x 3 layers), then plans it 
 (rule and wildcards) it counts, per rule, the jobs of the whole run and the jobs that each
 addition plans (those that name the new model or dataset, plus the aggregates that rerun), the
 GPU jobs (each loads its model once) and the SLURM allocations under the profile's job groups
-(`profiles/slurm/config.yaml`). With `--write README.md` the
+(`profiles/slurm/config.yaml`). With `--write docs/cluster.md` the
 table between the `<!-- costs -->` markers of that file is replaced.
 
-    .venv/bin/python benchmarks/plan_costs.py [--models 24] [--datasets 17] [--write README.md]
+    .venv/bin/python benchmarks/plan_costs.py [--models 24] [--datasets 17] \\
+        [--write docs/cluster.md]
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from crossprobe.zoo import build_tokenizer
+from crossprobe.zoo.build import build_tokenizer
 
 TEXTS = [
     f"The city of {c} is in {k}. True or false? Answer: {a}"

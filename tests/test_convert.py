@@ -122,7 +122,7 @@ def test_not_a_gguf_in_the_config_names_the_model(tmp_path):
 
 
 def test_sizing_reads_the_parameter_count_from_the_header(tiny_gguf):
-    from crossprobe.resources import model_footprint
+    from crossprobe.cluster.resources import model_footprint
 
     path, model, _ = tiny_gguf
     run = validate_config(_config({"gguf": str(path)}, Path(".")))

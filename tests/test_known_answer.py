@@ -89,7 +89,7 @@ def test_the_gate_passes_where_the_ablation_moves_the_margin(copy_run):
     """An exact copy beats its null wherever both ablations beat their own random directions
     (recomputed here from the per-prompt effects); SmolLM2's `dim` direction at its middle
     block does (about 4 times a random direction)."""
-    from crossprobe.transfer import effect_beats_null
+    from crossprobe.transfer.cells import effect_beats_null
 
     t = pd.read_csv(copy_run / "results/tables/transfer.csv")
     off = t[t.source != t.target]

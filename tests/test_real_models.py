@@ -2,7 +2,7 @@
 files that PyPI packages ship (``make real-models``), through every stage of the workflow.
 
 A reduced run (120 rows of `cities`, two layers, two null directions) keeps it to a few
-minutes; the full real run is ``make real`` (README, "A real-model run"). Without the packages
+minutes; the full real run is ``make real`` (docs/real-models.md). Without the packages
 the test is skipped, unless ``CROSSPROBE_REAL_MODELS=required`` (as CI sets it), where their
 absence is a failure.
 """
@@ -142,10 +142,10 @@ def test_chat_prompts_and_their_checks_on_the_real_tokenizers(run):
     ends with the generation prompt, its trailing newline makes " True" a wrong answer and
     "True" a right one, and the GGUF header's check agrees with the converted tokenizer's.
     Gemma 3 (a base model) has no template; its BOS is left out of the ablation."""
-    from crossprobe.config import DatasetSpec, _gguf_prompt_check, tokenizer_prompt_check
+    from crossprobe.config import DatasetSpec
     from crossprobe.convert import read_header
     from crossprobe.models import content_positions, load_tokenizer, special_token_ids
-    from crossprobe.prompts import format_prompts
+    from crossprobe.prompts import format_prompts, gguf_prompt_check, tokenizer_prompt_check
 
     ds = DatasetSpec("cities", "cities", None, "{statement} True or false?", (" True", " False"))
     tok = load_tokenizer(str(run / "results/models/smollm2"))
@@ -154,7 +154,7 @@ def test_chat_prompts_and_their_checks_on_the_real_tokenizers(run):
     tail = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     assert tok(text)["input_ids"][-len(tail) :] == tail
     assert len(tok("True", add_special_tokens=False)["input_ids"]) == 1
-    header = _gguf_prompt_check(read_header(run / "gguf" / SMOLLM2, tokens=True))
+    header = gguf_prompt_check(read_header(run / "gguf" / SMOLLM2, tokens=True))
     for check in (tokenizer_prompt_check(tok), header):
         assert check(ds, "chat", ("True", "False")) == []
         (problem,) = check(ds, "chat", (" True", " False"))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from crossprobe.stats import pearson
-from crossprobe.transfer import scored_cells
+from crossprobe.transfer.cells import scored_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -365,7 +365,7 @@ def test_steering_tables(run):
     """Every probe of every model steered at each layer: planted-free invariants (the zero dose
     changes nothing, exactly; slopes recomputable from the per-prompt responses) and the
     carried table beside Pearson_CE of the same cells."""
-    from crossprobe.steer import prompt_slopes
+    from crossprobe.preference.steer import prompt_slopes
 
     t = pd.read_csv(run / "results/tables/steering.csv")
     assert set(t["model"]) == set(REDUCED["models"])

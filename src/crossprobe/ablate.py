@@ -725,6 +725,9 @@ def ablation_effects_by_layer(
     the effects are those :func:`ablation_effects` gives for that layer alone. ``readout``
     replaces the margin by another number read from the logits of ``answer_ids`` (then any two
     or more tokens): the effects and ``clean`` are then that number's change and clean value.
+
+    One loop over prompt batches that keeps the clean pass, the replay check and the out-of-memory
+    retry in one place; it reads best whole (its parts share that state), so it is not split.
     """
     prompts = _check_prompts(prompts, batch_size)
     answers = _check_answers(model, answer_ids, readout)

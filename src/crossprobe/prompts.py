@@ -19,7 +19,11 @@ The checks (:func:`prompt_problems`) run when the workflow is planned, on a rend
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from crossprobe.config import DatasetSpec
 
 PromptFormat = Literal["raw", "chat"]
 
@@ -152,3 +156,80 @@ def trailing_space_problems(prompt: str, answers: tuple[str, str]) -> list[str]:
         f"the prompt ends in whitespace ({prompt[-1:]!r}) and answer(s) {spaced} start with a "
         "space; give the answers without it (e.g. ['True', 'False'])"
     ]
+
+
+def sample_prompt(ds: DatasetSpec) -> str:
+    from crossprobe.datasets import format_prompt
+
+    return format_prompt(ds.template, SAMPLE_STATEMENT)
+
+
+def tokenizer_prompt_check(tok: Any) -> Any:
+    """Prompt checks with a loaded transformers tokenizer (exact: it renders and encodes)."""
+
+    ends = end_token_ids(tok)
+
+    def check(ds: DatasetSpec, fmt: PromptFormat, answers: tuple[str, str]) -> list[str]:
+
+        text = format_prompts(tok, [SAMPLE_STATEMENT], ds.template, fmt, ds.system_prompt)[0]
+        ids = tok(text)["input_ids"]
+        bare = tok(text, add_special_tokens=False)["input_ids"]
+        return prompt_problems(text, ids, bare, answers, ends if fmt == "chat" else [])
+
+    return check
+
+
+def gguf_prompt_check(header: Any) -> Any:
+    """Prompt checks from a GGUF header: its chat template, and its BOS/EOS flags."""
+
+    meta, tokens = header.metadata, header.tokens
+
+    def token(key: str) -> str | None:
+        i = meta.get(key)
+        return tokens[int(i)] if tokens and isinstance(i, int) and 0 <= i < len(tokens) else None
+
+    bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    template = meta.get("tokenizer.chat_template")
+
+    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
+        out = []
+        if meta.get("tokenizer.ggml.add_eos_token"):
+            out.append(
+                "the GGUF's tokenizer appends EOS after every prompt "
+                "(tokenizer.ggml.add_eos_token), so the last position is not the prompt's last "
+                "token; use a checkpoint whose tokenizer adds no end token"
+            )
+        text = sample_prompt(ds)
+        if fmt == "chat" and template:
+            text = render_chat(
+                template,
+                text,
+                ds.system_prompt,
+                bos_token=bos,
+                eos_token=eos,
+                adds_bos=bool(meta.get("tokenizer.ggml.add_bos_token")),
+            )
+            if eos and text.endswith(eos):
+                out.append(
+                    "the chat template ends the prompt with the end-of-sequence token, so the "
+                    "model is asked for the token after a finished turn; use a template with a "
+                    "generation prompt, or prompt_format raw"
+                )
+        return out + trailing_space_problems(text, answers)
+
+    return check
+
+
+def raw_prompt_check(path: Path) -> Any:
+    """Raw-prompt checks from a tokenizer.json alone (no transformers import)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+
+    def check(ds: DatasetSpec, fmt: str, answers: tuple[str, str]) -> list[str]:
+        text = sample_prompt(ds)
+        ids = tok.encode(text, add_special_tokens=True).ids
+        bare = tok.encode(text, add_special_tokens=False).ids
+        return prompt_problems(text, ids, bare, answers, [])
+
+    return check

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
-from crossprobe.launch import Job, run_job  # noqa: E402
+from crossprobe.cluster.launch import Job, run_job  # noqa: E402
 
 
 wildcard_constraints:
@@ -129,7 +129,7 @@ def zoo_split_groups(wildcards):
     the family's own (so adding a dataset that keeps the default changes nothing here).
     """
     from crossprobe.datasets import GROUP_COLUMN
-    from crossprobe.zoo_spec import ZooSpec
+    from crossprobe.zoo.spec import ZooSpec
 
     spec = CFG.models[wildcards.model]
     run = {d.builtin: d.group for d in CFG.datasets.values() if d.builtin is not None}

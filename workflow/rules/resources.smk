@@ -1,7 +1,7 @@
 # Cluster resources of every job (partition, GPUs, memory, time), sized at planning time from
 # each model's config and each dataset's row count; site settings in profiles/slurm/cluster.yaml
-# (or $CROSSPROBE_CLUSTER). Local runs ignore them. See crossprobe.resources.
-from crossprobe.resources import (
+# (or $CROSSPROBE_CLUSTER). Local runs ignore them. See crossprobe.cluster.resources.
+from crossprobe.cluster.resources import (
     GPU_RULES,
     JobResources,
     Sizer,

@@ -1,0 +1,1 @@
+"""Generalisation: a probe trained on one dataset, scored on every dataset of the same model."""
