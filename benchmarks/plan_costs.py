@@ -9,7 +9,7 @@ GPU jobs (each loads its model once) and the SLURM allocations under the profile
 (`profiles/slurm/config.yaml`). With `--write docs/cluster.md` the
 table between the `<!-- costs -->` markers of that file is replaced.
 
-    .venv/bin/python benchmarks/plan_costs.py [--models 24] [--datasets 17] \\
+    .venv/bin/python benchmarks/plan_costs.py [--models 24] [--datasets 17]
         [--write docs/cluster.md]
 """
 

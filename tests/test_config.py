@@ -264,6 +264,7 @@ def test_alignment_set_names_datasets_of_the_run(default):
     run = validate_config(default)
     assert run.transfer.align_on == ("larger_than", "parity", "category")
     assert run.transfer.align_set("parity") == ("larger_than", "parity", "category")
+    assert run.transfer.pair_align_set(["larger_than"]) == ("larger_than", "parity", "category")
     cfg = copy.deepcopy(default)
     cfg["transfer"]["align_on"] = ["larger_than", "cities"]
     check(cfg, "transfer.align_on", "['cities']", "`each`")
@@ -272,3 +273,5 @@ def test_alignment_set_names_datasets_of_the_run(default):
     cfg["transfer"]["align_on"] = "each"
     run = validate_config(cfg)
     assert run.transfer.align_on == "each" and run.transfer.align_set("parity") == ("parity",)
+    # a pair's one map (the geometry stages') pools every dataset of the run
+    assert run.transfer.pair_align_set(run.datasets) == tuple(run.datasets)

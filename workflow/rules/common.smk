@@ -190,11 +190,8 @@ def map_file(source, target, dataset):
 
 
 def pair_align_set():
-    """The datasets whose `align` rows fit a pair's one map: the declared alignment set, or
-    (with `align_on: each`, where only the geometry stages use a pair's map) every dataset.
-    """
-    a = CFG.transfer.align_on
-    return list(CFG.datasets) if a == "each" else list(a)
+    """The datasets whose `align` rows fit a pair's one map (TransferOptions.pair_align_set)."""
+    return list(CFG.transfer.pair_align_set(CFG.datasets))
 
 
 def cell_maps():

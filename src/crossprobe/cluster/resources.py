@@ -505,10 +505,6 @@ class Sizer:
                 )
         return out
 
-    def _pair_align_set(self) -> list[str]:
-        a = self.cfg.transfer.align_on
-        return list(self.cfg.datasets) if a == "each" else list(a)
-
     def _effect_prompts(self, rows: int) -> int:
         return math.ceil(rows * self.cfg.splits["test"] * 0.6)
 
@@ -642,7 +638,12 @@ class Sizer:
                 seconds += fits * 19 * rows * d * min(rows, d) / CPU_FLOPS
         elif rule in ("align", "align_dataset"):
             ds, dt = self.footprint(w["source"]).d_model, self.footprint(w["target"]).d_model
-            fit_on = [w["dataset"]] if rule == "align_dataset" else self._pair_align_set()
+            t = self.cfg.transfer
+            fit_on = (
+                t.align_set(w["dataset"])
+                if rule == "align_dataset"
+                else t.pair_align_set(self.cfg.datasets)
+            )
             rows = math.ceil(sum(self.rows(d) for d in fit_on) * self.cfg.splits["align"])
             nbytes += 3.0 * rows * n_layers * (ds + dt) * 8 + 6.0 * ds * dt * 8
             seconds += 2 * n_layers * (ds * dt * (ds + dt + rows)) / CPU_FLOPS

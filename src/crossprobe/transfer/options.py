@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,6 +43,12 @@ class TransferOptions:
     def align_set(self, dataset: str) -> tuple[str, ...]:
         """The datasets whose `align` rows fit the map that carries ``dataset``'s probes."""
         return (dataset,) if self.align_on == "each" else tuple(self.align_on)
+
+    def pair_align_set(self, datasets: Iterable[str]) -> tuple[str, ...]:
+        """The datasets whose `align` rows fit a pair's one map (rule `align`): the alignment
+        set, or with ``each`` (where only the geometry stages use a pair's map) every dataset of
+        the run (``datasets``)."""
+        return tuple(datasets) if self.align_on == "each" else tuple(self.align_on)
 
 
 def transfer_options(entry: dict[str, Any], datasets: Mapping[str, DatasetSpec]) -> TransferOptions:
