@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -167,6 +167,9 @@ class DatasetSpec:
     """The template's text as it is, or as the user turn of each model's chat template."""
     system_prompt: str | None = None
     """System turn before each statement with the chat format."""
+    hub: Mapping[str, Any] | None = None
+    """For a dataset read with ``datasets`` (``hub`` or ``preset``): its source and preset;
+    ``path`` is then its fetched table (:mod:`crossprobe.hub`)."""
     targets: tuple[tuple[str, str], ...] = ()
     """(target name, column) of each real-valued column that regression probes predict."""
     rating: Mapping[str, Any] | None = None
@@ -469,7 +472,15 @@ def _dataset_spec(
 
     builtin = entry.get("builtin")
     template, answers = DEFAULT_TEMPLATE, DEFAULT_ANSWERS
-    if builtin is not None:
+    path, hub = entry.get("path"), None
+    if "hub" in entry or "preset" in entry:
+        from crossprobe.presets import hub_dataset, preset_prompt
+
+        ds = hub_dataset(name, entry)
+        path, hub = str(ds.path), {"source": asdict(ds.source), "preset": ds.preset}
+        if ds.preset is not None:
+            template, answers = preset_prompt(ds.preset)
+    elif builtin is not None:
         if builtin not in FAMILIES:
             raise ConfigError(
                 f"datasets.{name}.builtin: unknown family {builtin!r}; "
@@ -492,14 +503,15 @@ def _dataset_spec(
     if answers[0] == answers[1]:
         raise ConfigError(f"datasets.{name}.answers: the two answers must differ.")
     group = entry.get("group")
-    if group is None and builtin is not None:
+    if group is None and (builtin is not None or hub is not None):
         from crossprobe.datasets import GROUP_COLUMN
 
         group = GROUP_COLUMN
     return DatasetSpec(
         name=name,
         builtin=builtin,
-        path=entry.get("path"),
+        path=path,
+        hub=hub,
         template=template,
         answers=(answers[0], answers[1]),
         group=group,
@@ -582,6 +594,12 @@ def _check_dataset(spec: DatasetSpec, run: RunConfig) -> pd.DataFrame:
 
     if spec.builtin:
         df, source = generate_builtin(spec.builtin), f"datasets.{spec.name} (built-in)"
+    elif spec.hub is not None:
+        from crossprobe.presets import hub_dataset
+
+        ds = hub_dataset(spec.name, {"hub": spec.hub["source"], "preset": spec.hub["preset"]})
+        ds.ensure()
+        df, source = read_table(ds.path), f"datasets.{spec.name} ({ds.path})"
     else:
         assert spec.path is not None  # a dataset is built-in or a file (validate_config)
         df, source = read_table(spec.path), f"datasets.{spec.name} ({spec.path})"
