@@ -275,3 +275,22 @@ def test_the_truth_suite_names_the_seventeen_and_each_builds_from_its_fixture(
         validate_table(read_table(ds.path), source=name)
         prov = json.loads(ds.path.with_suffix(".json").read_text())
         assert prov["preset"] == spec.hub["preset"] and prov["resolved_revision"]
+
+
+def test_the_workflow_plans_and_builds_a_hub_dataset_like_a_built_in_one(tmp_path):
+    """`snakemake` on a config whose dataset is `hub:` (local Parquet through `datasets`): the
+    table is made when the workflow is planned, and the `dataset` rule splits it by fact."""
+    import subprocess
+    import sys
+
+    cfg = _cfg(tmp_path, {"mine": {"hub": {**_local(tmp_path, "parquet"), "statement": "text",
+                                           "label": "truth", "group": "fact"}}})  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+           str(tmp_path), "--cores", "1", "results/datasets/mine.parquet"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    table = pd.read_parquet(tmp_path / "results" / "datasets" / "mine.parquet")
+    assert len(table) == 12 and (table.groupby("group")["split"].nunique() == 1).all()
+    made = list((tmp_path / "data" / "hub").glob("mine-*.parquet"))
+    assert len(made) == 1 and made[0].with_suffix(".json").is_file()
