@@ -43,21 +43,21 @@ CPU_KEYS = ("mem_mb", "runtime")
 GPU_KEYS = CPU_KEYS + ("gpu", "gpu_model")
 
 
-def job_resources(rule):
-    """Every resource of `rule`'s jobs, as keyword arguments of its `resources:` section: the
-    partition and account as values (the same for every job of the rule), the rest as callables
-    sized per job (each callable costs Snakemake a signature inspection per job when planning).
+def job_resources(name):
+    """Every resource of the jobs of `name`, as keyword arguments of its resources section:
+    the partition and account as values (the same for every job), the rest as callables sized
+    per job (each callable costs Snakemake a signature inspection per job when planning).
     """
     site = _sizer().cluster
-    gpu = rule in GPU_RULES
+    gpu = name in GPU_RULES
     fixed = slurm_resources(JobResources(site.gpu_partition if gpu else site.cpu_partition,
                                          0, 0), site)  # fmt: skip
     static = {k: fixed[k] for k in ("slurm_partition", "slurm_account")}
-    if rule in GROUPED_RULES:
+    if name in GROUPED_RULES:
         static["group_slot"] = 1
     return {
         **static,
-        **{key: job_resource(rule, key) for key in (GPU_KEYS if gpu else CPU_KEYS)},
+        **{key: job_resource(name, key) for key in (GPU_KEYS if gpu else CPU_KEYS)},
     }
 
 
