@@ -52,6 +52,7 @@ def dataset_dict(spec):
     d = asdict(spec)
     d.pop("targets")
     d.pop("rating")
+    d.pop("hub")  # a hub dataset's source is in its table's path (data/hub/<name>-<key>)
     return d
 
 
