@@ -70,7 +70,7 @@ def fixture(preset: str, n: int = 3) -> dict[str, pd.DataFrame]:
             rows.append({"id": f"q{i}", "question": f"Q{i}?",
                          "choices": _choices("ABCD", [f"c{i}{k}" for k in range(4)]),
                          "answerKey": "ABCD"[i % 4]})  # fmt: skip
-    return {s: pd.DataFrame(rows).assign(**{}) for s in src.splits}
+    return {s: pd.DataFrame(rows) for s in src.splits}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -62,10 +62,6 @@ class HubSource:
     """At most this many source rows (questions), picked by a hash of their identity, never by
     the source's order; None: every row."""
 
-    @property
-    def is_local(self) -> bool:
-        return self.path in LOCAL_BUILDERS or Path(self.path).is_dir()
-
 
 @dataclass(frozen=True)
 class Provenance:
@@ -185,10 +181,6 @@ def source_key(src: HubSource, preset: str | None) -> str:
 def table_path(name: str, src: HubSource, preset: str | None) -> Path:
     """Where dataset ``name``'s table lives (a changed source is a new file)."""
     return TABLE_DIR / f"{name}-{source_key(src, preset)}.parquet"
-
-
-def read_provenance(path: Path) -> dict[str, Any]:
-    return json.loads(path.with_suffix(".json").read_text())
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from crossprobe.errors import ConfigError
-from crossprobe.hub import HubDataset, HubSource, generic_table, pick
+from crossprobe.hub import HubDataset, HubSource, pick
 
 TRUE_FALSE = ("{statement}\nTrue or false? Answer:", (" True", " False"))
 #: Rows (or questions) a preset keeps unless its ``hub.limit`` says otherwise: 1,000 questions
@@ -354,4 +354,4 @@ def preset_prompt(preset: str) -> tuple[str, tuple[str, str]]:
     return PRESETS[preset].template, PRESETS[preset].answers
 
 
-__all__ = ["PRESETS", "Preset", "generic_table", "got_frames", "hub_dataset", "preset_prompt"]
+__all__ = ["PRESETS", "Preset", "got_frames", "hub_dataset", "preset_prompt"]
