@@ -262,9 +262,9 @@ def test_self_rating_adds_a_target_and_its_digits_are_checked_per_model(default)
 
 def test_alignment_set_names_datasets_of_the_run(default):
     run = validate_config(default)
-    assert run.transfer.align_on == ("larger_than", "parity", "category")
-    assert run.transfer.align_set("parity") == ("larger_than", "parity", "category")
-    assert run.transfer.pair_align_set(["larger_than"]) == ("larger_than", "parity", "category")
+    assert run.transfer.align_on == ("larger_than", "parity", "membership")
+    assert run.transfer.align_set("parity") == ("larger_than", "parity", "membership")
+    assert run.transfer.pair_align_set(["larger_than"]) == ("larger_than", "parity", "membership")
     cfg = copy.deepcopy(default)
     cfg["transfer"]["align_on"] = ["larger_than", "cities"]
     check(cfg, "transfer.align_on", "['cities']", "`each`")
