@@ -262,6 +262,30 @@ def convert_gguf(
         folder, gguf_file=filename, revision=revision, dtype=torch.float32
     )
     config = loaded.config
+    plain = _plain_model(loaded, filename)
+    del loaded
+    n_params = sum(p.numel() for p in plain.parameters())
+    record = {
+        "source": {"path": folder, "gguf": filename, "revision": revision},
+        "sha256": sha256_file(local_file) if local_file else None,
+        "dtype": "float32",
+        "architecture": type(plain).__name__,
+        "model_type": config.model_type,
+        "n_params": int(n_params),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+    }
+    _save_converted(plain, tok, record, out_dir)
+    log(f"converted {filename}: {n_params} parameters in {record['seconds']:.1f} s")
+    return record
+
+
+def _plain_model(loaded: Any, filename: str) -> Any:
+    """A plain model built from a GGUF-loaded model's config, with its weights copied in."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -277,18 +301,11 @@ def convert_gguf(
         )
     if getattr(config, "tie_word_embeddings", False):
         plain.tie_weights()
-    del loaded
-    n_params = sum(p.numel() for p in plain.parameters())
-    record = {
-        "source": {"path": folder, "gguf": filename, "revision": revision},
-        "sha256": sha256_file(local_file) if local_file else None,
-        "dtype": "float32",
-        "architecture": type(plain).__name__,
-        "model_type": config.model_type,
-        "n_params": int(n_params),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
-    }
+    return plain
+
+
+def _save_converted(plain: Any, tok: Any, record: dict[str, Any], out_dir: str | Path) -> None:
+    """Save model, tokenizer and ``gguf.json`` atomically; the config without its quantization."""
     with atomic_path(out_dir) as tmp:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -297,8 +314,6 @@ def convert_gguf(
         cfg.pop("quantization_config", None)
         config_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         (tmp / GGUF_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    log(f"converted {filename}: {n_params} parameters in {record['seconds']:.1f} s")
-    return record
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import seaborn as sns
@@ -21,10 +22,19 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     # a run with many models and targets stays legible.
     models = sorted(set(table["model"]) | (set(heldout["model"]) if len(heldout) else set()))
     colour = dict(zip(models, sns.color_palette("tab10", max(len(models), 1)), strict=False))
+    model_marks = _plot_in_distribution(ax, table, models, colour)
+    _plot_held_out(bx, heldout, colour, model_marks)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _plot_in_distribution(
+    ax: plt.Axes, table: pd.DataFrame, models: list[str], colour: dict[str, Any]
+) -> list[Line2D]:
+    """The left panel, test R² by layer; returns the legend's handles of the models."""
     styles = ["-", "--", ":", "-."]
     probes = sorted({(d, t) for d, t in zip(table["dataset"], table["target"], strict=True)})
     style = {key: styles[i % len(styles)] for i, key in enumerate(probes)}
-    markers = ["o", "s", "^", "D", "v", "P"]
     for (model, dataset, target), sub in table.groupby(["model", "dataset", "target"]):
         sub = sub.sort_values("layer")
         ax.plot(
@@ -47,6 +57,14 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     ]
     if len(table):
         ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return model_marks
+
+
+def _plot_held_out(
+    bx: plt.Axes, heldout: pd.DataFrame, colour: dict[str, Any], model_marks: list[Line2D]
+) -> None:
+    """The right panel, held-one-dataset-out standard R² against mean-adjusted R²."""
+    markers = ["o", "s", "^", "D", "v", "P"]
     one_out = heldout[heldout["scheme"] == "hold_one_out"] if len(heldout) else heldout
     if len(one_out):
         rank = {
@@ -87,8 +105,6 @@ def plot_regression(table: pd.DataFrame, heldout: pd.DataFrame, path: str | Path
     bx.set_xlabel("standard R² on the held-out dataset")
     bx.set_ylabel("mean-adjusted R²")
     bx.set_title("Held one dataset out", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def plot_similarity(within: pd.DataFrame, path: str | Path) -> None:

@@ -370,46 +370,66 @@ def carried_table(
         src = src_by[(dataset, response, probe, ls)]
         if not np.array_equal(src["row_hash"].to_numpy(), g["row_hash"].to_numpy()):
             raise ValueError(f"{dataset}: source and target were steered on different prompts")
-        slopes_s, slopes_t = src["slope"].to_numpy(), g["slope"].to_numpy()
-        own = dose_response(slopes_s, groups=_facts(src), **boot)
-        own_beats = beats_null(own, null_summary(own.slope, src_null[(dataset, response, ls)])[0])
-        fit = dose_response(slopes_t, groups=_facts(g), **boot)
-        null = tgt_null.get((dataset, response, lt), np.empty(0))
-        p95, p_null = null_summary(fit.slope, null)
-        varied = slopes_s.size > 2 and np.ptp(slopes_s) > 0 and np.ptp(slopes_t) > 0
-        length = lengths.loc[key]
-        row = {
-            "source": carried["source"].iloc[0],
-            "target": carried["model"].iloc[0],
-            "dataset": dataset,
-            "response": response,
-            "probe": probe,
-            "source_layer": int(ls),
-            "target_layer": int(lt),
-            "n": fit.n,
-            "n_facts": fit.n_facts,
-            "carried_length": float(length.get("carried_length", np.nan)),
-            "carried": bool(length.get("carried", True)),
-            "slope_source": own.slope,
-            "source_beats_null": own_beats,
-            "slope_target": fit.slope,
-            "slope_ratio": fit.slope / own.slope if own_beats else float("nan"),
-            "ci_low": fit.ci_low,
-            "ci_high": fit.ci_high,
-            "p_value": fit.p_value,
-            "target_null_p95": p95,
-            "p_null": p_null,
-            "null_k": int(null.size),
-            "beats_null": beats_null(fit, p95),
-            "prompt_corr": float(sps.pearsonr(slopes_s, slopes_t)[0]) if varied else np.nan,
-            "pearson_ce": float("nan"),
-        }
+        row = _carried_row(carried, key, src, g, src_null, tgt_null, lengths, boot)
         if not row["carried"]:
-            for col in ("slope_target", "slope_ratio", "ci_low", "ci_high", "p_value"):
-                row[col] = float("nan")
-            row.update(p_null=float("nan"), beats_null=False, prompt_corr=float("nan"))
+            _blank_uncarried(row)
         out.append(row)
     return pd.DataFrame(out, columns=CARRIED_COLUMNS)
+
+
+def _carried_row(
+    carried: Any,
+    key: tuple[Any, ...],
+    src: Any,
+    g: Any,
+    src_null: dict[Any, np.ndarray],
+    tgt_null: dict[Any, np.ndarray],
+    lengths: Any,
+    boot: dict[str, Any],
+) -> dict[str, Any]:
+    """One row of :func:`carried_table`: a cell's source (``src``) and target (``g``) slopes."""
+    dataset, response, probe, ls, lt = key
+    slopes_s, slopes_t = src["slope"].to_numpy(), g["slope"].to_numpy()
+    own = dose_response(slopes_s, groups=_facts(src), **boot)
+    own_beats = beats_null(own, null_summary(own.slope, src_null[(dataset, response, ls)])[0])
+    fit = dose_response(slopes_t, groups=_facts(g), **boot)
+    null = tgt_null.get((dataset, response, lt), np.empty(0))
+    p95, p_null = null_summary(fit.slope, null)
+    varied = slopes_s.size > 2 and np.ptp(slopes_s) > 0 and np.ptp(slopes_t) > 0
+    length = lengths.loc[key]
+    return {
+        "source": carried["source"].iloc[0],
+        "target": carried["model"].iloc[0],
+        "dataset": dataset,
+        "response": response,
+        "probe": probe,
+        "source_layer": int(ls),
+        "target_layer": int(lt),
+        "n": fit.n,
+        "n_facts": fit.n_facts,
+        "carried_length": float(length.get("carried_length", np.nan)),
+        "carried": bool(length.get("carried", True)),
+        "slope_source": own.slope,
+        "source_beats_null": own_beats,
+        "slope_target": fit.slope,
+        "slope_ratio": fit.slope / own.slope if own_beats else float("nan"),
+        "ci_low": fit.ci_low,
+        "ci_high": fit.ci_high,
+        "p_value": fit.p_value,
+        "target_null_p95": p95,
+        "p_null": p_null,
+        "null_k": int(null.size),
+        "beats_null": beats_null(fit, p95),
+        "prompt_corr": float(sps.pearsonr(slopes_s, slopes_t)[0]) if varied else np.nan,
+        "pearson_ce": float("nan"),
+    }
+
+
+def _blank_uncarried(row: dict[str, Any]) -> None:
+    """Empty the target's numbers of a direction the map does not carry (it was not steered)."""
+    for col in ("slope_target", "slope_ratio", "ci_low", "ci_high", "p_value"):
+        row[col] = float("nan")
+    row.update(p_null=float("nan"), beats_null=False, prompt_corr=float("nan"))
 
 
 def with_pearson_ce(table: Any, transfer: Any) -> Any:

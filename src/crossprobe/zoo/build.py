@@ -549,31 +549,17 @@ def fit_zoo_model(
     families = spec.resolved_families()
     train_ex = _examples(families, test=False, splits=splits, groups=groups)
     test_ex = _examples(families, test=True, splits=splits, groups=groups)
-    answers = {a for pair in family_answers(families).values() for a in pair}
-    if spec.base is not None:
-        if base_dir is None:
-            raise ConfigError(f"zoo: fine-tuning {spec.base!r} needs its folder (base_dir)")
-        model, tokenizer = _base_model(base_dir)
-    else:
-        tokenizer = build_tokenizer(
-            spec.tokenizer or "bpe", [e.prompt + e.answer for e in train_ex], sorted(answers)
-        )
+    base, tokenizer = _base_and_tokenizer(spec, base_dir, families, train_ex)
     train_data = encode_examples(tokenizer, train_ex)
     test_data = encode_examples(tokenizer, test_ex)
     with _deterministic():
-        if spec.base is None:
-            model = init_model(spec, tokenizer)
+        model = base if base is not None else init_model(spec, tokenizer)
         n_params = sum(p.numel() for p in model.parameters())
         log(
             f"zoo {_label(spec)}: {n_params} parameters, vocab {len(tokenizer)}, "
             f"{len(train_ex)} training / {len(test_ex)} held-out prompts"
         )
-        final_loss: float | None = None
-        if spec.trained:
-            final_loss = train_model(model, train_data, spec, log=log)
-        model.eval()
-        _derive(model, spec, log)
-        scores = evaluate(model, test_data)
+        final_loss, scores = _train_and_score(model, spec, train_data, test_data, log)
     metrics: dict[str, Any] = {
         **scores,
         "final_loss": final_loss,
@@ -588,13 +574,52 @@ def fit_zoo_model(
     }
     if spec.base is not None:
         metrics["base"] = spec.base
+    _log_accuracy(spec, metrics, log)
+    return ZooResult(model, tokenizer, metrics)
+
+
+def _base_and_tokenizer(
+    spec: ZooSpec,
+    base_dir: str | Path | None,
+    families: Sequence[str],
+    train_ex: Sequence[ZooExample],
+) -> tuple[PreTrainedModel | None, Any]:
+    """The base model and its tokenizer, or no model and a tokenizer fit to ``train_ex``."""
+    answers = {a for pair in family_answers(families).values() for a in pair}
+    if spec.base is not None:
+        if base_dir is None:
+            raise ConfigError(f"zoo: fine-tuning {spec.base!r} needs its folder (base_dir)")
+        return _base_model(base_dir)
+    tokenizer = build_tokenizer(
+        spec.tokenizer or "bpe", [e.prompt + e.answer for e in train_ex], sorted(answers)
+    )
+    return None, tokenizer
+
+
+def _train_and_score(
+    model: PreTrainedModel,
+    spec: ZooSpec,
+    train_data: Encoded,
+    test_data: Encoded,
+    log: Callable[[str], None],
+) -> tuple[float | None, dict[str, Any]]:
+    """Train ``model`` (unless ``trained=False``), perturb/rotate it, score it on the test rows."""
+    final_loss: float | None = None
+    if spec.trained:
+        final_loss = train_model(model, train_data, spec, log=log)
+    model.eval()
+    _derive(model, spec, log)
+    return final_loss, evaluate(model, test_data)
+
+
+def _log_accuracy(spec: ZooSpec, metrics: Mapping[str, Any], log: Callable[[str], None]) -> None:
+    """Log the held-out answer accuracy, overall and per family, and the wall time."""
     log(
         f"zoo {_label(spec)}: held-out answer accuracy "
         f"{metrics['test_accuracy_overall']:.3f} ("
-        + ", ".join(f"{f} {a:.3f}" for f, a in scores["test_accuracy"].items())
+        + ", ".join(f"{f} {a:.3f}" for f, a in metrics["test_accuracy"].items())
         + f") in {metrics['wall_seconds']:.1f} s"
     )
-    return ZooResult(model, tokenizer, metrics)
 
 
 def _copy_of_base(

@@ -68,6 +68,14 @@ class ZooSpec:
     ``seed``), after any fine-tuning and before any rotation."""
 
     def __post_init__(self) -> None:
+        self._check_base()
+        self._check_settings()
+        if self.base is None:
+            self._check_shape()
+        object.__setattr__(self, "families", self._checked_families())
+
+    def _check_base(self) -> None:
+        """``base``, and the ``rotate`` and ``noise`` that derive a copy of it."""
         if self.base is not None:
             if not isinstance(self.base, str) or not self.base:
                 raise ConfigError(f"zoo: base must be the name of a model, got {self.base!r}")
@@ -92,6 +100,9 @@ class ZooSpec:
             or self.noise < 0
         ):
             raise ConfigError(f"zoo: noise must be a number >= 0, got {self.noise!r}")
+
+    def _check_settings(self) -> None:
+        """A known arch and tokenizer (without ``base``), and the sizes and recipe in range."""
         if self.base is None and self.arch not in ARCHS:
             raise ConfigError(f"zoo: arch {self.arch!r} is unknown; use one of {list(ARCHS)}")
         if self.base is None and self.tokenizer not in TOKENIZER_KINDS:
@@ -115,8 +126,9 @@ class ZooSpec:
             raise ConfigError(f"zoo: seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.trained, bool):
             raise ConfigError(f"zoo: trained must be true or false, got {self.trained!r}")
-        if self.base is None:
-            self._check_shape()
+
+    def _checked_families(self) -> tuple[str, ...]:
+        """``families`` as a tuple of distinct built-in family names."""
         families = self.families
         if isinstance(families, str) or not isinstance(families, Iterable):
             raise ConfigError(f"zoo: families must be a list of family names, got {families!r}")
@@ -130,7 +142,7 @@ class ZooSpec:
                 )
         if len(set(families)) != len(families):
             raise ConfigError(f"zoo: families lists a family twice: {list(families)}")
-        object.__setattr__(self, "families", families)
+        return families
 
     def _check_shape(self) -> None:
         if self.d_model % self.n_heads:
