@@ -5,7 +5,9 @@ tokenizer files only, x D datasets x 2 probe methods x 3 layers), then plans it 
 `snakemake -n`: as it is, with one more model, and with one more dataset. From the planned jobs
 (rule and wildcards) it counts, per rule, the jobs of the whole run and the jobs that each
 addition plans (those that name the new model or dataset, plus the aggregates that rerun), the
-GPU jobs (each loads its model once) and the SLURM allocations under the profile's job groups
+GPU jobs, the model loads under SLURM (one per GPU job, except that the carried jobs of one
+target model share one allocation whose job server loads the model once:
+`crossprobe.cluster.server`) and the SLURM allocations under the profile's job groups
 (`profiles/slurm/config.yaml`). With `--write docs/cluster.md` the
 table between the `<!-- costs -->` markers of that file is replaced.
 
@@ -97,6 +99,13 @@ def slurm_counts(jobs: list[Job]) -> int:
     return alloc + len(targets) + sum(math.ceil(n / int(size[g])) for g, n in per_group.items())
 
 
+def model_loads(jobs: list[Job]) -> int:
+    """Model loads under SLURM: one per GPU job outside the carried groups, and one per target
+    model's carried allocation (its job server keeps the model for every carried job)."""
+    targets = {dict(w)["target"] for rule, w in jobs if rule in CARRIED}
+    return sum(1 for rule, _ in jobs if rule in GPU_RULES and rule not in CARRIED) + len(targets)
+
+
 def table(rows: dict[str, list[Job]]) -> str:
     counts = {k: Counter(r for r, _ in v if r != "all") for k, v in rows.items()}
     rules = sorted(set().union(*counts.values()), key=lambda r: (r not in GPU_RULES, r))
@@ -108,7 +117,9 @@ def table(rows: dict[str, list[Job]]) -> str:
     total = [sum(c.values()) for c in counts.values()]
     gpu = [sum(n for r, n in c.items() if r in GPU_RULES) for c in counts.values()]
     out.append("| **jobs** | | " + " | ".join(f"**{n:,}**" for n in total) + " |")
-    out.append("| GPU jobs (each loads its model) | | " + " | ".join(f"{n:,}" for n in gpu) + " |")
+    out.append("| GPU jobs | | " + " | ".join(f"{n:,}" for n in gpu) + " |")
+    loads = [model_loads(v) for v in rows.values()]
+    out.append("| model loads (SLURM) | | " + " | ".join(f"{n:,}" for n in loads) + " |")
     allocations = [slurm_counts(v) for v in rows.values()]
     out.append("| SLURM allocations | | " + " | ".join(f"{a:,}" for a in allocations) + " |")
     return "\n".join(out)

@@ -106,7 +106,43 @@ def model_prompts(df: pd.DataFrame, ds: DatasetSpec, spec: ModelSpec, tok: Any) 
     return format_prompts(tok, df["statement"].tolist(), ds.template, fmt, ds.system_prompt)
 
 
+#: Whether this process keeps the last model it loaded for the next job (the allocation's job
+#: server of a SLURM group sets it: crossprobe.cluster.server).
+KEEP_MODEL = [False]
+_KEPT: dict[str, Any] = {}
+
+
+def _model_key(spec: ModelSpec, dmap: Any) -> str:
+    """What decides the loaded model: its spec, its placement and its folder's config file."""
+    config = Path(str(spec.source)) / "config.json"
+    stamp = config.stat().st_mtime_ns if config.is_file() else None
+    return repr((spec, dmap, stamp))
+
+
+def drop_kept_model() -> None:
+    """Forget the kept model (after a failed job, or when another model is needed)."""
+    if _KEPT:
+        _KEPT.clear()
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def check_kept_model() -> None:
+    """Drop the kept model if a job left a hook on it (the next job must see the clean model)."""
+    model = _KEPT.get("model")
+    if model is not None and any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        log.warning("a job left a hook on %s; it is loaded afresh for the next job", _KEPT["name"])
+        drop_kept_model()
+
+
 def load_model(spec: ModelSpec) -> tuple[Any, Any]:
+    """The model and tokenizer of ``spec`` (the kept ones where this process keeps models and
+    the last job loaded the same model: the log says "reusing" instead of "loading")."""
     with timed("imports"):
         import torch
 
@@ -116,12 +152,19 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
         torch_threads()
     # A job that holds several GPUs (a model larger than one) spreads the model over them.
     dmap = device_map(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    key = _model_key(spec, dmap)
+    if KEEP_MODEL[0] and _KEPT.get("key") == key:
+        log.info("reusing %s, loaded by an earlier job of this allocation", spec.name)
+        return _KEPT["model"], _KEPT["tokenizer"]
+    drop_kept_model()
     log.info("loading %s from %s%s", spec.name, spec.source, f" (device_map={dmap})" * bool(dmap))
     with timed("load"):
         tok = load_tokenizer(
             spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
         model = load_model(spec.source, device_map=dmap, **spec.load_kwargs())
+    if KEEP_MODEL[0]:
+        _KEPT.update(key=key, name=spec.name, model=model, tokenizer=tok)
     return model, tok
 
 

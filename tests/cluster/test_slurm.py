@@ -140,6 +140,7 @@ def _job_logs(workdir: Path) -> pd.DataFrame:
                 "wildcards": ast.literal_eval(m.group(2)),
                 "slurm_job": m.group(3),
                 "loads": len(re.findall(r" INFO loading ", text)),
+                "reuses": len(re.findall(r" INFO reusing ", text)),
             }
         )
     return pd.DataFrame(rows)
@@ -184,7 +185,7 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     allocations = _sacct(since, remote)
     jobs = _job_logs(remote)
     print(f"SLURM run {slurm_s:.0f} s: {len(jobs)} jobs in {len(allocations)} allocations, "
-          f"{jobs['loads'].sum()} model loads")  # fmt: skip
+          f"{jobs['loads'].sum()} model loads, {jobs['reuses'].sum()} reuses")  # fmt: skip
     assert not allocations.empty, "sacct shows no crossprobe job"
     assert (allocations["State"] == "COMPLETED").all(), allocations
     assert (allocations["Account"] == (site["account"] or allocations["Account"])).all()
@@ -198,14 +199,15 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     assert jobs["rule"].value_counts().to_dict() == {r: n for r, n in planned.items() if r != "all"}
     assert set(jobs["slurm_job"]) == set(allocations["JobID"])
 
-    # The carried jobs of each target share one allocation (each job a step of its own that
-    # loads the model), and every correlation cell shares one.
+    # The carried jobs of each target share one allocation, which loads the model once (its job
+    # server: every other job of the group reuses it), and every correlation cell shares one.
     carried = jobs[jobs["rule"].isin(CARRIED_RULES)]
     by_target = carried.groupby(carried["wildcards"].map(lambda w: w["target"]))
     assert set(by_target.groups) == set(CONFIG["models"])
     for target, group in by_target:
         assert group["slurm_job"].nunique() == 1, (target, group)
-        assert (group["loads"] == 1).all(), (target, group)
+        assert group["loads"].sum() == 1, (target, group)
+        assert (group["loads"] + group["reuses"] == 1).all(), (target, group)
     assert jobs[jobs["rule"] == "correlate"]["slurm_job"].nunique() == 1
     assert len(allocations) == len(jobs) - len(carried) + len(by_target) - (
         (jobs["rule"] == "correlate").sum() - 1

@@ -8,6 +8,16 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from crossprobe.config import scoring_warnings, validate_config  # noqa: E402
 from crossprobe.errors import ConfigError  # noqa: E402
 from crossprobe.cluster.launch import Job, run_job  # noqa: E402
+from crossprobe.cluster.server import in_batch_step, start_server  # noqa: E402
+from crossprobe.cluster.planning import cache_signatures  # noqa: E402
+
+# Snakemake inspects each input, params and resource function's signature once, not per job.
+cache_signatures()
+
+# In the Snakemake that runs a SLURM allocation's carried jobs as job steps: a job server that
+# loads the target model once for all of them (crossprobe.cluster.server).
+if in_batch_step():
+    start_server()
 
 
 wildcard_constraints:
@@ -52,7 +62,9 @@ def dataset_dict(spec):
     d = asdict(spec)
     d.pop("targets")
     d.pop("rating")
-    d.pop("hub")  # a hub dataset's source is in its table's path (data/hub/<name>-<key>)
+    d.pop(
+        "hub"
+    )  # a hub dataset's source is in its table's path (data/hub/<name>-<key>)
     return d
 
 

@@ -14,7 +14,8 @@ job into a :class:`Job` and calls :func:`run_job`.
 - In a job that Snakemake started as a process of its own (a SLURM job, or a local run whose
   profile does not force threads), the job runs in that process. The jobs of a SLURM *group*
   (every carried ablation and steering job of one target model, say) share one allocation,
-  and each still runs in a process of its own (a job step).
+  and each runs in a job step of its own; the carried jobs send themselves from their step to
+  the allocation's job server, which keeps the model loaded (:mod:`crossprobe.cluster.server`).
 """
 
 from __future__ import annotations
@@ -83,8 +84,14 @@ def _forkserver() -> ForkServerContext:
 
 
 def run_job(job: Job, *, fork: bool) -> None:
-    """Run ``job``'s entry point: in a process forked from the forkserver (``fork``), or here."""
+    """Run ``job``'s entry point: in a process forked from the forkserver (``fork``), on the
+    allocation's job server (a served rule in a SLURM job step: :mod:`crossprobe.cluster.server`),
+    or here."""
     if not fork:
+        from crossprobe.cluster.server import run_on_server
+
+        if run_on_server(job):
+            return
         from crossprobe.entry import run
 
         run(job)
