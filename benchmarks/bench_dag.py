@@ -7,6 +7,11 @@ datasets (built-in families under different names) x 2 probe methods x 3 layers,
 sizes every job's partition, GPUs, memory and time).
 
     .venv/bin/python benchmarks/bench_dag.py [--models 24] [--datasets 17] [--cprofile OUT.prof]
+        [--compare-cache]
+
+With ``--compare-cache`` the local dry run is timed twice more, without and then with
+crossprobe's cache of Snakemake's signature lookups (``crossprobe.cluster.planning``), side by
+side on the same workspace.
 """
 
 from __future__ import annotations
@@ -91,7 +96,9 @@ def write_workspace(root: Path, n_models: int, n_datasets: int) -> Path:
     return path
 
 
-def plan(root: Path, extra: list[str], cprofile: str | None) -> tuple[float, int, str]:
+def plan(
+    root: Path, extra: list[str], cprofile: str | None, env: dict[str, str] | None = None
+) -> tuple[float, int, str]:
     """Wall seconds and job count of one dry run."""
     cmd = [sys.executable]
     if cprofile:
@@ -99,7 +106,7 @@ def plan(root: Path, extra: list[str], cprofile: str | None) -> tuple[float, int
     cmd += [str(Path(sys.executable).parent / "snakemake"), "-s", str(SNAKEFILE)]
     cmd += ["--directory", str(root), "--configfile", str(root / "config.yaml"), "-n", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     out = proc.stdout + proc.stderr
     if proc.returncode:
@@ -114,6 +121,11 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=17)
     ap.add_argument("--cprofile", help="write a cProfile of the local dry run to this file")
     ap.add_argument("--workdir", help="keep the workspace here (default: a temporary directory)")
+    ap.add_argument(
+        "--compare-cache",
+        action="store_true",
+        help="time the local dry run without and with the signature cache",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +136,11 @@ def main() -> None:
         print(f"crossprobe DAG benchmark: {grid}, {os.cpu_count()} CPUs")
         wall, jobs, _ = plan(root, ["--quiet", "rules"], args.cprofile)
         print(f"local profile:  {jobs} jobs planned in {wall:.1f} s")
+        if args.compare_cache:
+            for label, value in (("off", "0"), ("on", "1")):
+                env = {**os.environ, "CROSSPROBE_SIGNATURE_CACHE": value}
+                wall, jobs, _ = plan(root, ["--quiet", "rules"], None, env)
+                print(f"local profile, signature cache {label}: {jobs} jobs in {wall:.1f} s")
         slurm = ["--profile", str(REPO / "profiles" / "slurm")]
         wall, jobs, out = plan(root, slurm, None)
         gpus = sorted(set(re.findall(r"gpu=(\d+), gpu_model=(\w+)", out)))
