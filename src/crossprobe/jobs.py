@@ -152,8 +152,8 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
         torch_threads()
     # A job that holds several GPUs (a model larger than one) spreads the model over them.
     dmap = device_map(torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    key = _model_key(spec, dmap)
-    if KEEP_MODEL[0] and _KEPT.get("key") == key:
+    key = _model_key(spec, dmap) if KEEP_MODEL[0] else None
+    if key is not None and _KEPT.get("key") == key:
         log.info("reusing %s, loaded by an earlier job of this allocation", spec.name)
         return _KEPT["model"], _KEPT["tokenizer"]
     drop_kept_model()
@@ -163,7 +163,7 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
             spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
         model = load_model(spec.source, device_map=dmap, **spec.load_kwargs())
-    if KEEP_MODEL[0]:
+    if key is not None:
         _KEPT.update(key=key, name=spec.name, model=model, tokenizer=tok)
     return model, tok
 

@@ -62,9 +62,8 @@ def dataset_dict(spec):
     d = asdict(spec)
     d.pop("targets")
     d.pop("rating")
-    d.pop(
-        "hub"
-    )  # a hub dataset's source is in its table's path (data/hub/<name>-<key>)
+    # A hub dataset's source is in its table's path (data/hub/<name>-<key>).
+    d.pop("hub")
     return d
 
 

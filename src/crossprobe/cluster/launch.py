@@ -98,10 +98,15 @@ def run_job(job: Job, *, fork: bool) -> None:
         return
     code = run_forked(_child, (job, os.getcwd(), time.time()), name=f"crossprobe-{job.rule}")
     if code != 0:
-        where = f" (log: {job.log[0]})" if len(job.log) else ""
         raise JobFailed(
-            f"rule {job.rule} {dict(job.wildcards)}: its process exited with code {code}{where}"
+            f"rule {job.rule} {dict(job.wildcards)}: its process exited with code {code}"
+            f"{log_note(job)}"
         )
+
+
+def log_note(job: Job) -> str:
+    """`` (log: PATH)`` for a failed job's message, or nothing for a job without a log."""
+    return f" (log: {job.log[0]})" if len(job.log) else ""
 
 
 #: Held while a process starts and while its exit code is read. Starting a process polls every

@@ -25,7 +25,6 @@ which the jobstep executor passes to ``srun``.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import subprocess
@@ -37,8 +36,6 @@ import traceback
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 #: Rules whose jobs a server runs: the model jobs that share an allocation per target model.
 SERVED_RULES = frozenset({"ablate_carried", "steer_carried"})
@@ -89,7 +86,7 @@ def start_server() -> str | None:
 def run_on_server(job: Any) -> bool:
     """Run ``job`` on this allocation's server. False when there is no server to reach (the
     caller runs the job itself); raises ``JobFailed`` when the job failed there."""
-    from crossprobe.cluster.launch import JobFailed
+    from crossprobe.cluster.launch import JobFailed, log_note
 
     address, key = os.environ.get(ADDRESS_ENV), os.environ.get(KEY_ENV)
     if job.rule not in SERVED_RULES or not address or not key:
@@ -107,9 +104,8 @@ def run_on_server(job: Any) -> bool:
         except EOFError:
             status, detail = "error", "the job server ended during the job"
     if status != "ok":
-        where = f" (log: {job.log[0]})" if len(job.log) else ""
-        raise JobFailed(f"rule {job.rule} {dict(job.wildcards)} failed in the job server{where}:"
-                        f"\n{detail}")  # fmt: skip
+        raise JobFailed(f"rule {job.rule} {dict(job.wildcards)} failed in the job server"
+                        f"{log_note(job)}:\n{detail}")  # fmt: skip
     return True
 
 
