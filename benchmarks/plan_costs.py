@@ -38,8 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 AGGREGATES = {"generalise", "heldout", "crosslabels"}
 GPU_RULES = {"zoo", "extract", "ablate_self", "ablate_carried", "rate", "steer_self",
              "steer_carried", "geometry_extract", "geometry_behaviour"}  # fmt: skip
-CARRIED = {"ablate_carried", "steer_carried"}
-GROUPED = {"correlate": "tables", "ridge": "regression", "heldout": "regression"}
+#: The SLURM profile's job groups: a target model's carried jobs (`carried_{target}`), and
+#: batches of small CPU jobs of `group-components` jobs each.
+PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+GROUPS = dict(g.split("=", 1) for g in PROFILE["groups"])
+CARRIED = {rule for rule, group in GROUPS.items() if group == "carried_{target}"}
+GROUPED = {rule: group for rule, group in GROUPS.items() if rule not in CARRIED}
 MARKERS = ("<!-- costs: begin -->", "<!-- costs: end -->")
 
 Job = tuple[str, tuple[tuple[str, str], ...]]
@@ -84,8 +88,7 @@ def slurm_counts(jobs: list[Job]) -> int:
     """Allocations of these jobs under the SLURM profile's job groups: one per job outside a
     group, one per target model's carried jobs, one per batch of correlation cells (and of
     ridge jobs)."""
-    components = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
-    size = dict(c.split("=") for c in components["group-components"])
+    size = dict(c.split("=") for c in PROFILE["group-components"])
     targets, per_group, alloc = set(), Counter(), 0
     for rule, w in jobs:
         if rule == "all":

@@ -7,10 +7,13 @@ import json
 import warnings
 
 import pytest
+import yaml
 
 from crossprobe.cluster.resources import (
     BUILTIN_ROWS,
     DEFAULT_CLUSTER,
+    GPU_RULES,
+    GROUPED_RULES,
     Cluster,
     GpuType,
     Sizer,
@@ -23,6 +26,7 @@ from crossprobe.cluster.resources import (
     pick_gpus,
     slurm_resources,
 )
+from crossprobe.cluster.server import SERVED_RULES
 from crossprobe.config import DatasetSpec, ModelSpec, RunConfig, TransferOptions
 from crossprobe.errors import ConfigError
 
@@ -224,6 +228,21 @@ def test_shipped_cluster_file_loads():
         (g.name for g in site.gpus),
         key=lambda n: next(g.memory_gb for g in site.gpus if g.name == n),
     )
+
+
+def test_slurm_profile_groups_the_grouped_rules():
+    """The profile's job groups are the rules that hold a `group_slot`; the carried group of a
+    target holds exactly the rules its job server runs, each of which loads that target."""
+    profile = yaml.safe_load((DEFAULT_CLUSTER.parent / "config.yaml").read_text())
+    groups = dict(g.split("=", 1) for g in profile["groups"])
+    assert sorted(groups) == sorted(GROUPED_RULES)
+    carried = {rule for rule, group in groups.items() if group == "carried_{target}"}
+    assert carried == SERVED_RULES
+    assert {GPU_RULES[rule] for rule in carried} == {"target"}
+    components = dict(c.split("=", 1) for c in profile["group-components"])
+    assert set(components) == set(groups.values())
+    assert profile["set-resource-scopes"] == ["group_slot=local"]
+    assert profile["resources"] == ["group_slot=1"]
 
 
 def test_cluster_file_errors_name_the_key(tmp_path):

@@ -36,8 +36,6 @@ rule ridge:
         table="results/tables/regression/{model}/{dataset}.csv",
     log:
         "results/logs/regression/{model}/{dataset}.log",
-    group:
-        "regression"
     resources:
         **job_resources("ridge"),
     params:
@@ -57,8 +55,6 @@ rule heldout:
         "results/tables/heldout/{model}.csv",
     log:
         "results/logs/regression/heldout/{model}.log",
-    group:
-        "regression"
     resources:
         **job_resources("heldout"),
     params:
@@ -156,8 +152,6 @@ rule steer_carried:
         "results/steering/{target}/from_{source}/{dataset}.parquet",
     log:
         "results/logs/steer/{target}/from_{source}/{dataset}.log",
-    group:
-        "carried_{target}"
     resources:
         **job_resources("steer_carried"),
     params:

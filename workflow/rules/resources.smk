@@ -3,6 +3,7 @@
 # (or $CROSSPROBE_CLUSTER). Local runs ignore them. See crossprobe.cluster.resources.
 from crossprobe.cluster.resources import (
     GPU_RULES,
+    GROUPED_RULES,
     JobResources,
     Sizer,
     load_cluster,
@@ -59,10 +60,3 @@ def job_resources(name):
         **static,
         **{key: job_resource(name, key) for key in (GPU_KEYS if gpu else CPU_KEYS)},
     }
-
-
-#: Rules whose jobs SLURM runs in groups (profiles/slurm/config.yaml). Each holds one
-#: `group_slot`, and a group's allocation has one (`resources: group_slot=1`, local scope): its
-#: jobs run one after another, and it asks for the largest of their requests (GPUs, memory),
-#: not their sum.
-GROUPED_RULES = ("ablate_carried", "steer_carried", "correlate", "ridge", "heldout")

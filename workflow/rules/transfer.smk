@@ -70,8 +70,6 @@ rule ablate_carried:
         "results/effects/{target}/from_{source}/{dataset}.parquet",
     log:
         "results/logs/ablate/{target}/from_{source}/{dataset}.log",
-    group:
-        "carried_{target}"
     resources:
         **job_resources("ablate_carried"),
     params:
@@ -113,8 +111,6 @@ rule correlate:
         prompts="results/cells/{source}/{target}/{dataset}.parquet",
     log:
         "results/logs/correlate/{source}/{target}/{dataset}.log",
-    group:
-        "tables"
     resources:
         **job_resources("correlate"),
     params:

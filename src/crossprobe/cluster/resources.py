@@ -40,6 +40,17 @@ GPU_RULES: dict[str, str] = {
     "geometry_extract": "model",
     "geometry_behaviour": "model",
 }
+#: Rules whose jobs SLURM runs in groups: the `groups:` of profiles/slurm/config.yaml (a test
+#: holds the two equal). Each such job holds one `group_slot` and a group's allocation has one
+#: (`resources: group_slot=1`, local scope): its jobs run one after another, and it asks for the
+#: largest of their requests (GPUs, memory), not their sum. Local runs have no groups.
+GROUPED_RULES: tuple[str, ...] = (
+    "ablate_carried",
+    "steer_carried",
+    "correlate",
+    "ridge",
+    "heldout",
+)
 CPU_RULES: tuple[str, ...] = (
     "convert",
     "dataset",
