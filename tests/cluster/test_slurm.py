@@ -6,8 +6,8 @@ installed the documented way (`make slurm-profile`, into a private config direct
 is started from the repository root. Checks from `sacct` and the job logs that every
 model-running job went to the GPU partition with the GPUs the profile sizes for it and every
 other job to the CPU partition; that the carried jobs of each target model shared one
-allocation (and the correlation cells another); and that the result tables equal a local
-run's.
+allocation (the correlation cells another, the maps another); and that the result tables equal
+a local run's.
 
 The run uses a reduced config (two tiny zoo models, two datasets): each SLURM allocation costs
 several seconds of scheduling and two Snakemake start-ups, so the default config is measured
@@ -200,7 +200,7 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     assert set(jobs["slurm_job"]) == set(allocations["JobID"])
 
     # The carried jobs of each target share one allocation, which loads the model once (its job
-    # server: every other job of the group reuses it), and every correlation cell shares one.
+    # server: every other job of the group reuses it).
     carried = jobs[jobs["rule"].isin(CARRIED_RULES)]
     by_target = carried.groupby(carried["wildcards"].map(lambda w: w["target"]))
     assert set(by_target.groups) == set(CONFIG["models"])
@@ -208,9 +208,12 @@ def test_workflow_on_slurm_matches_local(tmp_path):
         assert group["slurm_job"].nunique() == 1, (target, group)
         assert group["loads"].sum() == 1, (target, group)
         assert (group["loads"] + group["reuses"] == 1).all(), (target, group)
-    assert jobs[jobs["rule"] == "correlate"]["slurm_job"].nunique() == 1
-    assert len(allocations) == len(jobs) - len(carried) + len(by_target) - (
-        (jobs["rule"] == "correlate").sum() - 1
+    # The correlation cells share one allocation, and so do the maps (fewer than a batch each).
+    batched = {"tables": ["correlate"], "maps": ["align", "align_dataset"]}
+    batches = [jobs[jobs["rule"].isin(rules)] for rules in batched.values()]
+    assert all(b["slurm_job"].nunique() == 1 for b in batches if len(b))
+    assert len(allocations) == len(jobs) - len(carried) + len(by_target) - sum(
+        len(b) - 1 for b in batches if len(b)
     )
 
     gpu_jobs = set(jobs[jobs["rule"].isin(GPU_RULES)]["slurm_job"])

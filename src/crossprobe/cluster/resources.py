@@ -47,6 +47,8 @@ GPU_RULES: dict[str, str] = {
 GROUPED_RULES: tuple[str, ...] = (
     "ablate_carried",
     "steer_carried",
+    "align",
+    "align_dataset",
     "correlate",
     "ridge",
     "heldout",
