@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -207,9 +208,10 @@ class RunConfig:
 
     geometry: GeometryOptions = field(default_factory=GeometryOptions)
 
-    @property
+    @cached_property
     def targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
-        """The regression targets of each dataset that has any (its ``self_rating`` too)."""
+        """The regression targets of each dataset that has any (its ``self_rating`` too).
+        Computed once: the workflow asks for it once per planned job."""
         from crossprobe.preference.rating import TARGET
 
         out = {}

@@ -50,9 +50,19 @@ def entry(rule, input, output, params, wildcards, threads, log):
     run_job(job, fork=workflow.is_main_process)
 
 
+_PARAMS = {}
+
+
+def _once(key, make):
+    """A job's params built once per run and shared by its jobs (read, never changed)."""
+    if key not in _PARAMS:
+        _PARAMS[key] = make()
+    return _PARAMS[key]
+
+
 def model_params(wildcards, name=None):
-    spec = CFG.models[name or wildcards.model]
-    return asdict(spec)
+    name = name or wildcards.model
+    return _once(("model", name), lambda: asdict(CFG.models[name]))
 
 
 def dataset_dict(spec):
@@ -75,7 +85,13 @@ def rated_dataset_dict(spec):
 
 
 def dataset_params(wildcards):
-    return dataset_dict(CFG.datasets[wildcards.dataset])
+    name = wildcards.dataset
+    return _once(("dataset", name), lambda: dataset_dict(CFG.datasets[name]))
+
+
+def rated_dataset_params(wildcards):
+    name = wildcards.dataset
+    return _once(("rated", name), lambda: rated_dataset_dict(CFG.datasets[name]))
 
 
 def regression_targets(model):

@@ -15,7 +15,7 @@ rule rate:
         **job_resources("rate"),
     params:
         model=model_params,
-        dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
+        dataset=rated_dataset_params,
     run:
         entry(rule, input, output, params, wildcards, threads, log)
 
@@ -138,7 +138,7 @@ rule steer_self:
         **job_resources("steer_self"),
     params:
         model=model_params,
-        dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
+        dataset=rated_dataset_params,
         transfer=transfer_params(),
         steering=steering_params(),
     run:
@@ -156,7 +156,7 @@ rule steer_carried:
         **job_resources("steer_carried"),
     params:
         model=lambda w: model_params(w, w.target),
-        dataset=lambda w: rated_dataset_dict(CFG.datasets[w.dataset]),
+        dataset=rated_dataset_params,
         transfer=transfer_params(),
         steering=steering_params(),
     run:
