@@ -86,8 +86,8 @@ def increment(jobs: list[Job], name: str) -> list[Job]:
 
 def slurm_counts(jobs: list[Job]) -> int:
     """Allocations of these jobs under the SLURM profile's job groups: one per job outside a
-    group, one per target model's carried jobs, one per batch of correlation cells (and of
-    ridge jobs)."""
+    group, one per target model's carried jobs, one per batch of each other group (maps,
+    correlation cells, ridge jobs)."""
     size = dict(c.split("=") for c in PROFILE["group-components"])
     targets, per_group, alloc = set(), Counter(), 0
     for rule, w in jobs:
